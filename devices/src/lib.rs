@@ -1,0 +1,1 @@
+//! Device models plugged into nimbus-vmm.

@@ -1,0 +1,1 @@
+//! nimbus-vmm library: one VM per process.
