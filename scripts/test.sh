@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The whole test suite: formatting, lints, unit tests and the end-to-end
+# tests that boot real guests. The same command runs in CI (.ci/run).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/install-deps.sh
+
+echo "[test] cargo fmt --check"
+cargo fmt --all -- --check
+
+echo "[test] cargo clippy"
+cargo clippy --release --locked --workspace --all-targets -- -D warnings
+
+echo "[test] building binaries and guest images"
+cargo build --release --locked --workspace --bins
+target/release/nimbus image build
+
+echo "[test] cargo test (unit + end-to-end; guests boot in parallel, ~2-4 minutes)"
+NIMBUS_BIN_DIR="$PWD/target/release" cargo test --release --locked --workspace -- --test-threads=4
