@@ -4,6 +4,7 @@
 //! library below returns typed errors.
 
 mod image;
+mod network;
 mod output;
 mod run;
 
@@ -33,6 +34,21 @@ enum Command {
     /// Build and inspect the guest images (kernel, initramfs, rootfs).
     #[command(subcommand)]
     Image(image::ImageCommand),
+    /// Virtual networks (Azure VNets on Linux bridges).
+    Vnet(network::vnet::VnetCommand),
+    /// Subnets of a VNet.
+    Subnet(network::subnet::SubnetCommand),
+    /// Network interfaces of VMs.
+    Nic(network::nic::NicCommand),
+    /// Network security groups and their rules.
+    Nsg(network::nsg::NsgCommand),
+    /// Application security groups.
+    Asg(network::asg::AsgCommand),
+    /// Public IP addresses.
+    PublicIp(network::public_ip::PublicIpCommand),
+    /// The host network daemon (nimbus-netd).
+    #[command(subcommand)]
+    Netd(network::netd_run::NetdCommand),
 }
 
 fn main() -> ExitCode {
@@ -41,6 +57,13 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => run::run(args),
         Command::Image(cmd) => image::dispatch(cmd).map(|()| ExitCode::SUCCESS),
+        Command::Vnet(cmd) => network::vnet::dispatch(cmd).map(|()| ExitCode::SUCCESS),
+        Command::Subnet(cmd) => network::subnet::dispatch(cmd).map(|()| ExitCode::SUCCESS),
+        Command::Nic(cmd) => network::nic::dispatch(cmd).map(|()| ExitCode::SUCCESS),
+        Command::Nsg(cmd) => network::nsg::dispatch(cmd).map(|()| ExitCode::SUCCESS),
+        Command::Asg(cmd) => network::asg::dispatch(cmd).map(|()| ExitCode::SUCCESS),
+        Command::PublicIp(cmd) => network::public_ip::dispatch(cmd).map(|()| ExitCode::SUCCESS),
+        Command::Netd(cmd) => network::netd_run::dispatch(cmd).map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

@@ -20,7 +20,7 @@ pub const EXIT_INVALID_CONFIG: u8 = 2;
 Examples:
   nimbus run                                   boot the default image, 1 vCPU, 128 MiB
   nimbus run --cpus 2 --memory 256M --cmdline nimbus.poweroff=1
-  nimbus run --cmdline nimbus.shell=1          interactive busybox shell (Ctrl-A x quits)
+  nimbus run --shell                           interactive busybox shell (Ctrl-A x quits)
   nimbus run --kernel ./vmlinux --initrd ./initramfs.cpio.gz
   nimbus run --print-cmdline                   show the guest command line and exit")]
 pub struct RunArgs {
@@ -39,6 +39,10 @@ pub struct RunArgs {
     /// Print the complete guest kernel command line and exit.
     #[arg(long)]
     print_cmdline: bool,
+    /// Start a busybox shell on the console once the guest is ready (boots
+    /// the default initramfs that carries busybox; Ctrl-A x quits).
+    #[arg(long, conflicts_with = "initrd")]
+    shell: bool,
     /// Number of vCPUs.
     #[arg(long, default_value = "1", value_name = "N")]
     cpus: u8,
@@ -54,7 +58,12 @@ pub struct RunArgs {
 
 pub fn run(args: RunArgs) -> Result<ExitCode> {
     let backend = vmm::host::KvmBackend::detect();
-    let cmdline = compose_cmdline(backend, args.cmdline.as_deref());
+    let mut extra: Vec<&str> = Vec::new();
+    if args.shell {
+        extra.push(SHELL_PARAMETER);
+    }
+    extra.extend(args.cmdline.as_deref());
+    let cmdline = compose_cmdline(backend, &extra);
     if args.print_cmdline {
         println!("{cmdline}");
         return Ok(ExitCode::SUCCESS);
@@ -94,12 +103,13 @@ fn invalid(err: &dyn std::fmt::Display) -> ExitCode {
     ExitCode::from(EXIT_INVALID_CONFIG)
 }
 
+/// The agent parameter that starts a shell on the console.
+const SHELL_PARAMETER: &str = "nimbus.shell=1";
+
 /// The guest command line: what this host's KVM needs, then the user's.
-pub fn compose_cmdline(backend: vmm::host::KvmBackend, extra: Option<&str>) -> String {
+pub fn compose_cmdline(backend: vmm::host::KvmBackend, extra: &[&str]) -> String {
     let mut parts: Vec<&str> = vmm::guest_cmdline::defaults(backend);
-    if let Some(extra) = extra.map(str::trim).filter(|e| !e.is_empty()) {
-        parts.push(extra);
-    }
+    parts.extend(extra.iter().map(|e| e.trim()).filter(|e| !e.is_empty()));
     parts.join(" ")
 }
 
@@ -163,15 +173,15 @@ mod tests {
 
     #[test]
     fn user_parameters_come_after_the_defaults() {
-        let line = compose_cmdline(KvmBackend::HardwareAssisted, Some("  nimbus.poweroff=1 "));
+        let line = compose_cmdline(KvmBackend::HardwareAssisted, &["  nimbus.poweroff=1 "]);
         assert!(line.starts_with("console=ttyS0"), "{line}");
         assert!(line.ends_with(" nimbus.poweroff=1"), "{line}");
     }
 
     #[test]
     fn pvm_parameters_only_on_kvm_pvm() {
-        let hw = compose_cmdline(KvmBackend::HardwareAssisted, None);
-        let pvm = compose_cmdline(KvmBackend::Pvm, None);
+        let hw = compose_cmdline(KvmBackend::HardwareAssisted, &[]);
+        let pvm = compose_cmdline(KvmBackend::Pvm, &[]);
         assert!(!hw.contains("pvm_emulated_ring0"), "{hw}");
         assert!(pvm.contains("pvm_emulated_ring0"), "{pvm}");
     }

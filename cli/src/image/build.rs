@@ -87,21 +87,22 @@ fn build_agent(recipes: &Recipes, set: &ImageSet) -> Result<PathBuf> {
             .current_dir(recipes.workspace())
             .args([
                 "build",
-                "--release",
+                "--profile",
+                "agent",
                 "--locked",
                 "-p",
                 "nimbus-agent",
-                "--target",
             ])
+            .arg("--target")
             .arg(AGENT_TARGET)
             .arg("--target-dir")
             .arg(&target_dir)
             .env(
                 "RUSTFLAGS",
-                "-C target-feature=+crt-static -C strip=symbols",
+                "-C target-feature=+crt-static -C relocation-model=static",
             ),
     )?;
-    let binary = target_dir.join(AGENT_TARGET).join("release/nimbus-agent");
+    let binary = target_dir.join(AGENT_TARGET).join("agent/nimbus-agent");
     if !binary.is_file() {
         bail!("cargo finished without producing {}", binary.display());
     }

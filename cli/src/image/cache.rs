@@ -72,8 +72,14 @@ impl ImageSet {
         self.dir.join("bzImage")
     }
 
+    /// The agent alone: the default, fastest boot.
     pub fn initramfs(&self) -> PathBuf {
-        self.dir.join("initramfs.cpio.gz")
+        self.dir.join("initramfs.cpio")
+    }
+
+    /// The agent plus busybox, for interactive use.
+    pub fn initramfs_full(&self) -> PathBuf {
+        self.dir.join("initramfs-full.cpio")
     }
 
     pub fn rootfs(&self) -> PathBuf {
@@ -165,9 +171,17 @@ mod tests {
             hex(&h.finalize())
         };
         let first = digest(std::slice::from_ref(&a));
-        assert_eq!(first, digest(std::slice::from_ref(&a)), "same input, same key");
+        assert_eq!(
+            first,
+            digest(std::slice::from_ref(&a)),
+            "same input, same key"
+        );
         std::fs::write(&a, b"two").unwrap();
-        assert_ne!(first, digest(std::slice::from_ref(&a)), "content change, new key");
+        assert_ne!(
+            first,
+            digest(std::slice::from_ref(&a)),
+            "content change, new key"
+        );
         let b = dir.join("b");
         std::fs::write(&b, b"one").unwrap();
         std::fs::write(&a, b"one").unwrap();

@@ -83,6 +83,7 @@ struct ImageSetView<'a> {
     vmlinux: PathBuf,
     bzimage: PathBuf,
     initramfs: PathBuf,
+    initramfs_full: PathBuf,
     rootfs: PathBuf,
 }
 
@@ -94,6 +95,7 @@ fn print_set(set: &ImageSet, output: OutputFormat) -> Result<()> {
         vmlinux: set.vmlinux(),
         bzimage: set.bzimage(),
         initramfs: set.initramfs(),
+        initramfs_full: set.initramfs_full(),
         rootfs: set.rootfs(),
     };
     match output {
@@ -105,6 +107,10 @@ fn print_set(set: &ImageSet, output: OutputFormat) -> Result<()> {
             ("vmlinux", view.vmlinux.display().to_string()),
             ("bzImage", view.bzimage.display().to_string()),
             ("initramfs", view.initramfs.display().to_string()),
+            (
+                "initramfs (busybox)",
+                view.initramfs_full.display().to_string(),
+            ),
             ("rootfs", view.rootfs.display().to_string()),
         ]),
     }
