@@ -47,12 +47,13 @@ sleep 1  # bridge ports reach forwarding (linkwatch)
 median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
 throughput() {
-  local port=$((20000 + RANDOM % 20000))
-  coproc RECV { ip netns exec "$P-server" $TOOL recv "$port"; }
-  read -r _ <&"${RECV[0]}"
+  local port=$((20000 + RANDOM % 20000)) out="$STATE/recv.$RANDOM"
+  ip netns exec "$P-server" $TOOL recv "$port" >"$out" &
+  local pid=$!
+  for _ in $(seq 200); do grep -q ready "$out" 2>/dev/null && break; sleep 0.02; done
   ip netns exec "$P-client" $TOOL send "$SERVER_IP" "$port" "$SECONDS_PER_RUN"
-  local gbps; read -r gbps <&"${RECV[0]}"; wait "$RECV_PID" 2>/dev/null || true
-  echo "$gbps"
+  wait "$pid"
+  tail -n1 "$out"
 }
 
 rules_in_force() {
@@ -63,14 +64,20 @@ rules_in_force() {
 $TOOL replace "$SOCK" subnet-nsg 6 1 >/dev/null
 $TOOL replace "$SOCK" nic-nsg 4 2 >/dev/null
 echo "[bench] rules in force: $(rules_in_force)"
-small=$(for _ in $(seq "$RUNS"); do throughput; done | median)
+smalls=$(for _ in $(seq "$RUNS"); do throughput; done)
+echo "[bench] Gbit/s with 10 rules: $(echo $smalls)"
+small=$(echo "$smalls" | median)
 
 # 10,000 rules in force; time each apply of the NIC NSG's 5,000 rules while
 # the subnet NSG's 5,000 are in force.
 $TOOL replace "$SOCK" subnet-nsg 5000 3 >/dev/null
-apply=$(for i in $(seq "$RUNS"); do $TOOL replace "$SOCK" nic-nsg 5000 $((10 + i)); done | median)
+applies=$(for i in $(seq "$RUNS"); do $TOOL replace "$SOCK" nic-nsg 5000 $((10 + i)); done)
+echo "[bench] apply times (s): $(echo $applies)"
+apply=$(echo "$applies" | median)
 echo "[bench] rules in force: $(rules_in_force)"
-big=$(for _ in $(seq "$RUNS"); do throughput; done | median)
+bigs=$(for _ in $(seq "$RUNS"); do throughput; done)
+echo "[bench] Gbit/s with 10,000 rules: $(echo $bigs)"
+big=$(echo "$bigs" | median)
 
 ratio=$(python3 -c "print(f'{$big / $small:.3f}')")
 echo "apply_10000_rules_s=$apply (median of $RUNS; goal < 1 s)"
