@@ -52,6 +52,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    restore_default_sigpipe();
     init_tracing();
     let cli = Cli::parse();
     let result = match cli.command {
@@ -72,6 +73,17 @@ fn main() -> ExitCode {
             eprintln!("nimbus: error: {err:#}");
             ExitCode::from(run::EXIT_FAILURE)
         }
+    }
+}
+
+/// Rust ignores SIGPIPE, so `println!` into a closed pipe (`nimbus ... |
+/// head`) would panic; a command-line tool should end quietly instead, as
+/// other Unix tools do.
+fn restore_default_sigpipe() {
+    // SAFETY: called first thing in main, before any thread exists; setting
+    // a signal's disposition to SIG_DFL touches no memory of ours.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 
