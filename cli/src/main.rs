@@ -15,7 +15,7 @@ use clap::{Parser, Subcommand};
 /// nimbus: Azure-style building blocks (VMs, disks, VNets, NSGs, load
 /// balancers) on one Linux host with /dev/kvm.
 #[derive(Parser, Debug)]
-#[command(name = "nimbus", version, about, long_about = None)]
+#[command(name = "nimbus", version)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
