@@ -85,14 +85,7 @@ fn build_agent(recipes: &Recipes, set: &ImageSet) -> Result<PathBuf> {
         "agent",
         Command::new(cargo)
             .current_dir(recipes.workspace())
-            .args([
-                "build",
-                "--profile",
-                "agent",
-                "--locked",
-                "-p",
-                "nimbus-agent",
-            ])
+            .args(["build", "--profile", "agent", "-p", "nimbus-agent"])
             .arg("--target")
             .arg(AGENT_TARGET)
             .arg("--target-dir")
