@@ -94,6 +94,30 @@ pub enum ConfigError {
     /// /dev/kvm is missing or not usable.
     #[error("/dev/kvm: cannot be opened read-write: {0}")]
     Kvm(String),
+    /// /dev/kvm opens but does not answer as KVM with the stable API.
+    #[error("/dev/kvm: not a usable KVM device: {0}")]
+    KvmApi(String),
+}
+
+/// The only KVM API version there has ever been (KVM_GET_API_VERSION).
+const KVM_API_VERSION: i32 = 12;
+
+/// Asks /dev/kvm for its API version: catches a path that opens but is not
+/// KVM (a stand-in device node, a broken container setup) before the VMM
+/// reports a confusing missing capability.
+fn check_kvm_api() -> Result<(), ConfigError> {
+    let kvm = kvm_ioctls::Kvm::new_with_path(c"/dev/kvm")
+        .map_err(|e| ConfigError::KvmApi(e.to_string()))?;
+    match kvm.get_api_version() {
+        KVM_API_VERSION => Ok(()),
+        v if v < 0 => Err(ConfigError::KvmApi(format!(
+            "KVM_GET_API_VERSION failed: {}",
+            std::io::Error::last_os_error()
+        ))),
+        v => Err(ConfigError::KvmApi(format!(
+            "API version {v}, nimbus needs {KVM_API_VERSION}"
+        ))),
+    }
 }
 
 /// Parses a memory size: a plain number is MiB; `K`, `M`, `G`, `T`
@@ -154,7 +178,8 @@ impl VmConfig {
     /// exist and are readable, the kernel format, vCPU and memory bounds
     /// (against the host's MemAvailable), the command line, /dev/kvm.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        self.validate_with(crate::host::mem_available_bytes(), Path::new("/dev/kvm"))
+        self.validate_with(crate::host::mem_available_bytes(), Path::new("/dev/kvm"))?;
+        check_kvm_api()
     }
 
     /// [`VmConfig::validate`] with the host facts given (for tests).
