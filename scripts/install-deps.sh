@@ -42,6 +42,17 @@ MSG
   exit 1
 fi
 
+# The guest agent is half the size built for musl, and every KB of the
+# initramfs costs guest boot time on kvm-pvm hosts. Optional: without it the
+# agent links glibc statically.
+if command -v rustup >/dev/null 2>&1; then
+  if ! rustup target list --installed 2>/dev/null | grep -qx x86_64-unknown-linux-musl; then
+    echo "[deps] adding the Rust musl target (for a smaller guest agent)"
+    rustup target add x86_64-unknown-linux-musl ||
+      echo "[deps] warning: no musl target; the guest agent links glibc statically (1 MB instead of 0.46 MB, ~5 s slower boots on kvm-pvm)"
+  fi
+fi
+
 if [ ! -e /dev/kvm ]; then
   echo "[deps] error: /dev/kvm does not exist: this host has no KVM (enable virtualization or load kvm)" >&2
   exit 1

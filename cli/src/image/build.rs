@@ -15,10 +15,6 @@ use super::cache::{ImageSet, MANIFEST};
 use super::recipes::Recipes;
 use super::ImageLocation;
 
-/// The target the agent is built for: the host's, with the C runtime linked
-/// statically so the binary runs as PID 1 with no libraries in the image.
-const AGENT_TARGET: &str = "x86_64-unknown-linux-gnu";
-
 /// Returns the image set for `location`, building whatever is missing.
 pub fn ensure_built(location: &ImageLocation) -> Result<ImageSet> {
     build(location, false)
@@ -78,7 +74,10 @@ fn build_kernel(recipes: &Recipes, set: &ImageSet) -> Result<()> {
 }
 
 fn build_agent(recipes: &Recipes, set: &ImageSet) -> Result<PathBuf> {
-    progress("building the guest agent (static)");
+    progress(&format!(
+        "building the guest agent (static, {})",
+        set.agent_target.triple
+    ));
     let target_dir = set.cache_root.join("agent-build");
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     run_step(
@@ -87,15 +86,14 @@ fn build_agent(recipes: &Recipes, set: &ImageSet) -> Result<PathBuf> {
             .current_dir(recipes.workspace())
             .args(["build", "--profile", "agent", "-p", "nimbus-agent"])
             .arg("--target")
-            .arg(AGENT_TARGET)
+            .arg(set.agent_target.triple)
             .arg("--target-dir")
             .arg(&target_dir)
-            .env(
-                "RUSTFLAGS",
-                "-C target-feature=+crt-static -C relocation-model=static",
-            ),
+            .env("RUSTFLAGS", set.agent_target.rustflags),
     )?;
-    let binary = target_dir.join(AGENT_TARGET).join("agent/nimbus-agent");
+    let binary = target_dir
+        .join(set.agent_target.triple)
+        .join("agent/nimbus-agent");
     if !binary.is_file() {
         bail!("cargo finished without producing {}", binary.display());
     }

@@ -9,6 +9,7 @@ use std::process::Command;
 use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
 
+use super::agent_target::AgentTarget;
 use super::recipes::Recipes;
 
 /// Bumped when the layout of a cached image set changes.
@@ -32,6 +33,8 @@ pub struct ImageSet {
     pub kernel_dir: PathBuf,
     /// The cache root.
     pub cache_root: PathBuf,
+    /// What the agent is (to be) built for.
+    pub agent_target: AgentTarget,
 }
 
 impl ImageSet {
@@ -49,8 +52,10 @@ impl ImageSet {
         hash_files(&mut kernel, &recipes.root, &recipes.kernel_inputs()?)?;
         let kernel_key = hex(&kernel.finalize());
 
+        let agent_target = AgentTarget::detect();
         let mut all = Sha256::new();
         all.update(&kernel_key);
+        all.update(format!("agent-target={}\n", agent_target.triple));
         all.update(format!("{BUSYBOX_PACKAGE}={}\n", versions[1]));
         hash_files(&mut all, &recipes.root, &recipes.rootfs_inputs()?)?;
         let key = hex(&all.finalize());
@@ -61,6 +66,7 @@ impl ImageSet {
             key,
             kernel_key,
             cache_root,
+            agent_target,
         })
     }
 

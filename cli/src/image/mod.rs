@@ -1,6 +1,7 @@
 //! `nimbus image`: the guest images (kernel, initramfs, rootfs) built from
 //! the recipes in `guest-images/` and cached by the hash of their inputs.
 
+mod agent_target;
 mod build;
 mod cache;
 mod recipes;

@@ -77,7 +77,7 @@ impl NetControl {
         rt.rt_flags = route_abi::RTF_UP | route_abi::RTF_GATEWAY;
         // SAFETY: SIOCADDRT reads a `struct rtentry`, which `rt` is (layout
         // checked by a unit test); rt_dev is null, so no other memory is read.
-        let rc = unsafe { libc::ioctl(self.sock.as_raw_fd(), libc::SIOCADDRT, &mut rt) };
+        let rc = unsafe { libc::ioctl(self.sock.as_raw_fd(), libc::SIOCADDRT as _, &mut rt) };
         if rc == 0 {
             Ok(())
         } else {
@@ -88,7 +88,8 @@ impl NetControl {
     fn ioctl(&self, request: libc::c_ulong, req: &mut libc::ifreq) -> io::Result<()> {
         // SAFETY: every request used here (SIOCSIF*) reads or writes exactly
         // one `struct ifreq`, which `req` points to.
-        let rc = unsafe { libc::ioctl(self.sock.as_raw_fd(), request, req as *mut libc::ifreq) };
+        let rc =
+            unsafe { libc::ioctl(self.sock.as_raw_fd(), request as _, req as *mut libc::ifreq) };
         if rc == 0 {
             Ok(())
         } else {
