@@ -17,4 +17,12 @@ cargo build --release --locked --workspace --bins
 target/release/nimbus image build
 
 echo "[test] cargo test (unit + end-to-end; guests boot in parallel, ~2-4 minutes)"
-NIMBUS_BIN_DIR="$PWD/target/release" cargo test --release --locked --workspace -- --test-threads=4
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+NIMBUS_BIN_DIR="$PWD/target/release" cargo test --release --locked --workspace -- --test-threads=4 2>&1 |
+  tee "$log"
+
+# One closing line over all test binaries (cargo prints one per binary, the
+# last ones being empty doc-test runs).
+awk '/^test result:/ { passed += $4; failed += $6 }
+     END { printf "summary: %d passed, %d failed\n", passed, failed }' "$log"
