@@ -110,8 +110,25 @@ else
 	fi
 
 	echo "[kernel] compiling (takes ~4 min on 2 cores; log: $log)"
-	run make -C "$tree" -j"$(nproc)" KBUILD_BUILD_USER=nimbus KBUILD_BUILD_HOST=nimbus \
-		vmlinux bzImage
+	# make runs in the background so that a progress line can be printed
+	# every 20 s: a silent four-minute step looks like a hang.
+	started=$SECONDS
+	make -C "$tree" -j"$(nproc)" KBUILD_BUILD_USER=nimbus KBUILD_BUILD_HOST=nimbus \
+		vmlinux bzImage >>"$log" 2>&1 &
+	make_pid=$!
+	while kill -0 "$make_pid" 2>/dev/null; do
+		for _ in 1 2 3 4 5 6 7 8 9 10; do
+			kill -0 "$make_pid" 2>/dev/null || break 2
+			sleep 2
+		done
+		echo "[kernel] compiling: $(grep -c '^  CC' "$log" || true) files compiled, $((SECONDS - started)) s"
+	done
+	if ! wait "$make_pid"; then
+		echo "[kernel] FAILED: make vmlinux bzImage" >&2
+		echo "[kernel] last lines of $log:" >&2
+		tail -n 40 "$log" >&2
+		exit 1
+	fi
 	echo "$build_id" >"$work/build.id"
 fi
 
