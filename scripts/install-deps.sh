@@ -13,6 +13,8 @@ packages=(
   iproute2 nftables
   # benchmarks: the QEMU microvm peer, /usr/bin/time, hyperfine
   qemu-system-x86 time hyperfine python3
+  # load balancer benchmark: the HAProxy peer and the wrk load generator
+  haproxy wrk
 )
 
 missing=()

@@ -46,6 +46,8 @@ enum Command {
     Asg(network::asg::AsgCommand),
     /// Public IP addresses.
     PublicIp(network::public_ip::PublicIpCommand),
+    /// Load balancers (frontend, backend pools, health probes, rules).
+    Lb(network::lb::LbCommand),
     /// The host network daemon (nimbus-netd).
     #[command(subcommand)]
     Netd(network::netd_run::NetdCommand),
@@ -64,6 +66,7 @@ fn main() -> ExitCode {
         Command::Nsg(cmd) => network::nsg::dispatch(cmd).map(|()| ExitCode::SUCCESS),
         Command::Asg(cmd) => network::asg::dispatch(cmd).map(|()| ExitCode::SUCCESS),
         Command::PublicIp(cmd) => network::public_ip::dispatch(cmd).map(|()| ExitCode::SUCCESS),
+        Command::Lb(cmd) => network::lb::dispatch(cmd).map(|()| ExitCode::SUCCESS),
         Command::Netd(cmd) => network::netd_run::dispatch(cmd).map(|()| ExitCode::SUCCESS),
     };
     match result {

@@ -19,6 +19,7 @@ use crate::api::protocol::{Request, Response};
 use crate::error::NetError;
 use crate::host::links::Links;
 use crate::host::{realize, sysctl};
+use crate::lb::Balancer;
 use crate::model::Cidr;
 use crate::nft;
 use crate::state::store::Store;
@@ -33,6 +34,8 @@ pub struct Config {
     pub socket: PathBuf,
     /// Pool public IPs are allocated from.
     pub public_pool: Option<Cidr>,
+    /// Where to serve load balancer metrics (Prometheus text).
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 /// Test hook: `NIMBUS_NETD_CRASH_AFTER=links` makes netd kill itself with
@@ -46,6 +49,7 @@ pub struct Daemon {
     store: Store,
     links: Links,
     crash_after_links: bool,
+    balancer: Arc<Balancer>,
 }
 
 impl Daemon {
@@ -63,8 +67,18 @@ impl Daemon {
         let report = realize::converge(&links, &state).await?;
         info!(created = ?report.created, removed = ?report.removed, "host converged to saved state");
         apply_ruleset(&state).await?;
+        let balancer = Balancer::new();
+        balancer.reconcile(&state)?;
         store.save(&state)?;
+        let janitor = balancer.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                janitor.prune_drained();
+            }
+        });
         Ok(Arc::new(Daemon {
+            balancer,
             state: Mutex::new(state),
             store,
             links,
@@ -80,7 +94,15 @@ impl Daemon {
     async fn dispatch(&self, request: Request) -> Result<Value, NetError> {
         let mut current = self.state.lock().await;
         if !request.is_change() {
-            return current.apply(&request);
+            let mut v = current.apply(&request)?;
+            match (&request, &mut v) {
+                (Request::LbShow { .. }, v) => self.balancer.annotate(v),
+                (Request::LbList, Value::Array(list)) => {
+                    list.iter_mut().for_each(|v| self.balancer.annotate(v))
+                }
+                _ => {}
+            }
+            return Ok(v);
         }
         let mut next = current.clone();
         let result = next.apply(&request)?;
@@ -105,7 +127,13 @@ impl Daemon {
             // SAFETY: raising SIGKILL on ourselves; no memory is involved.
             unsafe { libc::raise(libc::SIGKILL) };
         }
-        apply_ruleset(state).await
+        apply_ruleset(state).await?;
+        self.balancer.reconcile(state)
+    }
+
+    /// The load balancers' data path.
+    pub fn balancer(&self) -> &Arc<Balancer> {
+        &self.balancer
     }
 }
 
@@ -131,13 +159,20 @@ pub fn run(config: Config) -> anyhow::Result<()> {
             .context("starting nimbus-netd")?;
         let listener = crate::api::server::bind(&config.socket)
             .with_context(|| format!("binding {}", config.socket.display()))?;
+        if let Some(addr) = config.metrics_listen {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding the metrics endpoint {addr}"))?;
+            tokio::spawn(crate::lb::metrics::serve(listener, daemon.balancer().clone()));
+        }
         info!(socket = %config.socket.display(), "nimbus-netd ready");
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         tokio::select! {
-            r = crate::api::server::serve(listener, daemon) => r.context("serving the API")?,
+            r = crate::api::server::serve(listener, daemon.clone()) => r.context("serving the API")?,
             _ = term.recv() => info!("SIGTERM: stopping"),
             _ = tokio::signal::ctrl_c() => info!("SIGINT: stopping"),
         }
+        daemon.balancer().stop_all();
         let _ = std::fs::remove_file(&config.socket);
         Ok(())
     })

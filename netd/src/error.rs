@@ -22,6 +22,14 @@ pub enum Kind {
     Asg,
     /// Public IP address.
     PublicIp,
+    /// Load balancer.
+    LoadBalancer,
+    /// Backend pool of a load balancer.
+    LbPool,
+    /// Health probe of a load balancer.
+    LbProbe,
+    /// Rule of a load balancer.
+    LbRule,
 }
 
 impl fmt::Display for Kind {
@@ -34,6 +42,10 @@ impl fmt::Display for Kind {
             Kind::SecurityRule => "nsg rule",
             Kind::Asg => "asg",
             Kind::PublicIp => "public-ip",
+            Kind::LoadBalancer => "lb",
+            Kind::LbPool => "lb pool",
+            Kind::LbProbe => "lb probe",
+            Kind::LbRule => "lb rule",
         })
     }
 }

@@ -11,12 +11,15 @@
 //! * [`nft`]: the ruleset compiler and its atomic application.
 //! * [`host`]: links, addresses, TAPs and namespaces through rtnetlink and
 //!   ioctls.
+//! * [`lb`]: the load balancer's data path (userspace L4 proxy), probes
+//!   and metrics.
 //! * [`daemon`]: ties them together; [`api`]: the Unix socket protocol.
 
 pub mod api;
 pub mod daemon;
 pub mod error;
 pub mod host;
+pub mod lb;
 pub mod model;
 pub mod nft;
 pub mod state;

@@ -22,6 +22,10 @@ struct Args {
     /// Prefix public IPs are allocated from (e.g. 203.0.113.0/24).
     #[arg(long, env = "NIMBUS_NETD_PUBLIC_POOL")]
     public_pool: Option<Cidr>,
+    /// Serve Prometheus metrics of the load balancers on this address
+    /// (e.g. 127.0.0.1:9101), path /metrics.
+    #[arg(long, env = "NIMBUS_NETD_METRICS_LISTEN")]
+    metrics_listen: Option<std::net::SocketAddr>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -40,6 +44,7 @@ fn main() -> anyhow::Result<()> {
         state_dir: args.state_dir,
         socket,
         public_pool: args.public_pool,
+        metrics_listen: args.metrics_listen,
     };
     netd::daemon::run(config)
 }

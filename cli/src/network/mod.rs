@@ -1,8 +1,9 @@
-//! `nimbus vnet|subnet|nic|nsg|asg|public-ip|netd`: the network nouns. Each
+//! `nimbus vnet|subnet|nic|nsg|asg|public-ip|lb|netd`: the network nouns. Each
 //! command is one request to nimbus-netd over its Unix socket; netd
 //! validates everything and its refusals are printed as they are.
 
 pub mod asg;
+pub mod lb;
 pub mod netd_run;
 pub mod nic;
 pub mod nsg;

@@ -26,6 +26,9 @@ pub struct RunArgs {
     /// Prefix public IPs are allocated from.
     #[arg(long, env = "NIMBUS_NETD_PUBLIC_POOL")]
     public_pool: Option<Cidr>,
+    /// Serve load balancer metrics (Prometheus text) on this address.
+    #[arg(long, env = "NIMBUS_NETD_METRICS_LISTEN")]
+    metrics_listen: Option<std::net::SocketAddr>,
 }
 
 /// Runs `nimbus netd ...`.
@@ -39,6 +42,7 @@ pub fn dispatch(cmd: NetdCommand) -> Result<()> {
                 state_dir: a.state_dir,
                 socket,
                 public_pool: a.public_pool,
+                metrics_listen: a.metrics_listen,
             })
         }
     }

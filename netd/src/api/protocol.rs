@@ -256,6 +256,168 @@ pub enum Request {
         /// Name.
         name: String,
     },
+    /// Create a load balancer: public (`public_ip`) or internal (`vnet`,
+    /// `subnet`, optional `private_ip`).
+    LbCreate {
+        /// Name.
+        name: String,
+        /// Public IP object of a public load balancer.
+        #[serde(default)]
+        public_ip: Option<String>,
+        /// VNet of an internal load balancer.
+        #[serde(default)]
+        vnet: Option<String>,
+        /// Subnet of an internal load balancer.
+        #[serde(default)]
+        subnet: Option<String>,
+        /// Private frontend address (else the subnet's next free one).
+        #[serde(default)]
+        private_ip: Option<String>,
+    },
+    /// List load balancers.
+    LbList,
+    /// Show a load balancer with its pools, probes, rules and, from the
+    /// running data path, probe state and counters.
+    LbShow {
+        /// Name.
+        name: String,
+    },
+    /// Delete a load balancer (open connections are closed).
+    LbDelete {
+        /// Name.
+        name: String,
+    },
+    /// Create a backend pool.
+    LbPoolCreate {
+        /// Load balancer.
+        lb: String,
+        /// Pool name.
+        name: String,
+        /// Initial members.
+        #[serde(default)]
+        members: Vec<MemberSpec>,
+    },
+    /// Add a NIC to a pool.
+    LbPoolAdd {
+        /// Load balancer.
+        lb: String,
+        /// Pool.
+        pool: String,
+        /// The member.
+        #[serde(flatten)]
+        member: MemberSpec,
+    },
+    /// Remove a NIC from a pool; its open connections drain.
+    LbPoolRemove {
+        /// Load balancer.
+        lb: String,
+        /// Pool.
+        pool: String,
+        /// NIC.
+        nic: String,
+    },
+    /// Delete a pool no rule uses.
+    LbPoolDelete {
+        /// Load balancer.
+        lb: String,
+        /// Pool.
+        name: String,
+    },
+    /// Create a health probe.
+    LbProbeCreate {
+        /// Load balancer.
+        lb: String,
+        /// The probe.
+        #[serde(flatten)]
+        probe: ProbeSpec,
+    },
+    /// Delete a probe no rule uses.
+    LbProbeDelete {
+        /// Load balancer.
+        lb: String,
+        /// Probe.
+        name: String,
+    },
+    /// Create a load-balancing rule.
+    LbRuleCreate {
+        /// Load balancer.
+        lb: String,
+        /// The rule.
+        #[serde(flatten)]
+        rule: LbRuleSpec,
+    },
+    /// Delete a rule (its open connections are closed).
+    LbRuleDelete {
+        /// Load balancer.
+        lb: String,
+        /// Rule.
+        name: String,
+    },
+}
+
+/// A pool member as a client writes it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberSpec {
+    /// NIC name.
+    pub nic: String,
+    /// Weight 1–100 (default 1).
+    #[serde(default)]
+    pub weight: Option<u32>,
+}
+
+/// A health probe as a client writes it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProbeSpec {
+    /// Name.
+    pub name: String,
+    /// `Tcp` or `Http`.
+    pub protocol: String,
+    /// Port probed on the backends.
+    pub port: u32,
+    /// HTTP path (Http only; default `/`).
+    #[serde(default)]
+    pub path: Option<String>,
+    /// HTTP status that means healthy (Http only; default 200).
+    #[serde(default)]
+    pub expected_status: Option<u32>,
+    /// Seconds between probes (default 5).
+    #[serde(default)]
+    pub interval_seconds: Option<u32>,
+    /// Failures in a row that take a backend out (default 2).
+    #[serde(default)]
+    pub unhealthy_threshold: Option<u32>,
+}
+
+/// A load-balancing rule as a client writes it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LbRuleSpec {
+    /// Name.
+    pub name: String,
+    /// `Tcp` or `Udp`.
+    pub protocol: String,
+    /// Frontend port.
+    pub frontend_port: u32,
+    /// Backend port (default: the frontend port).
+    #[serde(default)]
+    pub backend_port: Option<u32>,
+    /// Backend pool.
+    pub pool: String,
+    /// Health probe.
+    #[serde(default)]
+    pub probe: Option<String>,
+    /// Idle timeout, Azure's way (4–100 minutes; default 4).
+    #[serde(default)]
+    pub idle_timeout_minutes: Option<u32>,
+    /// Idle timeout in seconds (nimbus extension for labs; overrides minutes).
+    #[serde(default)]
+    pub idle_timeout_seconds: Option<u32>,
+    /// `FiveTuple` (default), `SourceIp`, `SourceIpProtocol`, `RoundRobin`,
+    /// `WeightedRoundRobin` or `LeastConnections`.
+    #[serde(default)]
+    pub algorithm: Option<String>,
+    /// Send a PROXY protocol v2 header to backends (TCP only).
+    #[serde(default)]
+    pub proxy_protocol: bool,
 }
 
 fn default_allocation() -> String {
@@ -282,6 +444,8 @@ impl Request {
                 | Request::AsgShow { .. }
                 | Request::PublicIpList
                 | Request::PublicIpShow { .. }
+                | Request::LbList
+                | Request::LbShow { .. }
         )
     }
 }

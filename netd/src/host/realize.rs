@@ -10,7 +10,7 @@ use tracing::{info, warn};
 use super::links::{Link, Links};
 use super::{netns, tap};
 use crate::error::NetError;
-use crate::model::{Nic, NicBackend};
+use crate::model::{Frontend, Nic, NicBackend};
 use crate::state::State;
 use crate::{BRIDGE_PREFIX, PORT_PREFIX};
 
@@ -68,10 +68,23 @@ pub async fn converge(links: &Links, state: &State) -> Result<Report, NetError> 
             }
         };
         links.up(&bridge).await?;
+        // Gateways, and the /32 frontends of internal load balancers so
+        // that the VNet's NICs reach them on the bridge.
         let wanted: BTreeSet<(Ipv4Addr, u8)> = vnet
             .subnets
             .iter()
             .map(|s| (s.gateway(), s.cidr.prefix_len()))
+            .chain(
+                state
+                    .load_balancers
+                    .iter()
+                    .filter_map(|lb| match &lb.frontend {
+                        Frontend::Internal { vnet: v, ip, .. } if v == &vnet.name => {
+                            Some((*ip, 32))
+                        }
+                        _ => None,
+                    }),
+            )
             .collect();
         let have = links.addresses(&bridge).await?;
         for (addr, len, msg) in have {
@@ -89,6 +102,8 @@ pub async fn converge(links: &Links, state: &State) -> Result<Report, NetError> 
             links.add_address(&bridge, *addr, *len).await?;
         }
     }
+
+    converge_public_frontends(links, state).await?;
 
     for nic in &state.nics {
         let Ok(vnet) = state.vnet(&nic.vnet) else {
@@ -131,6 +146,33 @@ pub async fn converge(links: &Links, state: &State) -> Result<Report, NetError> 
         }
     }
     Ok(report)
+}
+
+/// Public load balancer frontends live on `lo` as /32s. Addresses of the
+/// public pool on `lo` that no load balancer uses are leftovers: removed.
+async fn converge_public_frontends(links: &Links, state: &State) -> Result<(), NetError> {
+    let wanted: BTreeSet<Ipv4Addr> = state
+        .load_balancers
+        .iter()
+        .filter(|lb| matches!(lb.frontend, Frontend::Public { .. }))
+        .filter_map(|lb| state.lb_frontend_ip(lb))
+        .collect();
+    let Some(lo) = links.find("lo").await? else {
+        return Ok(());
+    };
+    let mut have = BTreeSet::new();
+    for (addr, len, msg) in links.addresses(&lo).await? {
+        let pooled = state.public_pool.is_some_and(|p| p.contains(addr));
+        if len == 32 && pooled && !wanted.contains(&addr) {
+            links.del_address(&lo, msg).await?;
+        } else {
+            have.insert(addr);
+        }
+    }
+    for addr in wanted.difference(&have) {
+        links.add_address(&lo, *addr, 32).await?;
+    }
+    Ok(())
 }
 
 fn netns_of(nic: &Nic) -> &str {

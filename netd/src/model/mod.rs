@@ -2,12 +2,17 @@
 //! is plain data, validated when parsed.
 
 mod cidr;
+mod load_balancer;
 mod mac;
 mod name;
 mod objects;
 mod security;
 
 pub use cidr::{complement, Cidr};
+pub use load_balancer::{
+    Algorithm, BackendPool, Frontend, LbProtocol, LbRule, LoadBalancer, PoolMember, Probe,
+    ProbeCheck, Weight,
+};
 pub use mac::MacAddr;
 pub use name::Name;
 pub use objects::{Allocation, Asg, Ipam, Nic, NicBackend, Nsg, PublicIp, ShortId, Subnet, VNet};

@@ -3,6 +3,7 @@
 //! on a copy, so a refused request leaves the state as it was. Nothing here
 //! touches the host.
 
+mod load_balancer;
 mod network;
 mod nic;
 mod public_ip;
@@ -32,6 +33,9 @@ pub struct State {
     pub asgs: Vec<Asg>,
     /// Public IPs.
     pub public_ips: Vec<PublicIp>,
+    /// Load balancers.
+    #[serde(default)]
+    pub load_balancers: Vec<crate::model::LoadBalancer>,
     /// Pool public IPs are taken from (daemon setting).
     #[serde(default)]
     pub public_pool: Option<Cidr>,
@@ -219,6 +223,35 @@ impl State {
             )),
             Request::PublicIpShow { name } => self.public_ip_show(name),
             Request::PublicIpDelete { name } => self.public_ip_delete(name),
+            Request::LbCreate {
+                name,
+                public_ip,
+                vnet,
+                subnet,
+                private_ip,
+            } => self.lb_create(
+                name,
+                public_ip.as_deref(),
+                vnet.as_deref(),
+                subnet.as_deref(),
+                private_ip.as_deref(),
+            ),
+            Request::LbList => Ok(Value::Array(
+                self.load_balancers
+                    .iter()
+                    .map(|l| self.lb_view(l))
+                    .collect(),
+            )),
+            Request::LbShow { name } => self.lb_show(name),
+            Request::LbDelete { name } => self.lb_delete(name),
+            Request::LbPoolCreate { lb, name, members } => self.lb_pool_create(lb, name, members),
+            Request::LbPoolAdd { lb, pool, member } => self.lb_pool_add(lb, pool, member),
+            Request::LbPoolRemove { lb, pool, nic } => self.lb_pool_remove(lb, pool, nic),
+            Request::LbPoolDelete { lb, name } => self.lb_pool_delete(lb, name),
+            Request::LbProbeCreate { lb, probe } => self.lb_probe_create(lb, probe),
+            Request::LbProbeDelete { lb, name } => self.lb_probe_delete(lb, name),
+            Request::LbRuleCreate { lb, rule } => self.lb_rule_create(lb, rule),
+            Request::LbRuleDelete { lb, name } => self.lb_rule_delete(lb, name),
         }
     }
 }

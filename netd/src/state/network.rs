@@ -75,6 +75,17 @@ impl State {
     pub(super) fn vnet_delete(&mut self, name: &str, force: bool) -> Result<Value, NetError> {
         let vname = parse_name(Kind::VNet, name)?;
         self.vnet(&vname)?;
+        let lbs = self.lbs_in(&vname, None);
+        if !lbs.is_empty() {
+            return Err(NetError::in_use(
+                Kind::VNet,
+                name,
+                format!(
+                    "internal load balancers have their frontend in it ({})",
+                    join(&lbs)
+                ),
+            ));
+        }
         let nics: Vec<Name> = self.nics_in_vnet(&vname).map(|n| n.name.clone()).collect();
         if !nics.is_empty() && !force {
             return Err(NetError::in_use(
@@ -259,6 +270,14 @@ impl State {
                 Kind::Subnet,
                 format!("{vnet}/{name}"),
                 format!("it has NICs ({})", join(&users)),
+            ));
+        }
+        let lbs = self.lbs_in(&vname, Some(&sname));
+        if !lbs.is_empty() {
+            return Err(NetError::in_use(
+                Kind::Subnet,
+                format!("{vnet}/{name}"),
+                format!("it holds the frontend of lb {}", join(&lbs)),
             ));
         }
         self.vnet_mut(&vname)?.subnets.retain(|s| s.name != sname);

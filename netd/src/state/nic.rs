@@ -149,6 +149,7 @@ impl State {
         let nname = parse_name(Kind::Nic, name)?;
         self.nic(&nname)?;
         self.detach_public_ip(&nname);
+        self.lb_forget_nic(&nname);
         self.nics.retain(|n| n.name != nname);
         Ok(Value::Null)
     }
@@ -186,7 +187,12 @@ impl State {
         })
     }
 
-    fn check_static_ip(&self, name: &str, sub: &Subnet, a: Ipv4Addr) -> Result<(), NetError> {
+    pub(super) fn check_static_ip(
+        &self,
+        name: &str,
+        sub: &Subnet,
+        a: Ipv4Addr,
+    ) -> Result<(), NetError> {
         if !sub.cidr.contains(a) {
             return Err(NetError::invalid(
                 Kind::Nic,
@@ -217,16 +223,26 @@ impl State {
                 format!("already used by nic '{}'", other.name),
             ));
         }
+        if let Some(lb) = self.lb_holding_ip(a) {
+            return Err(NetError::invalid(
+                Kind::Nic,
+                name,
+                "ip",
+                a,
+                format!("already used by the frontend of lb '{}'", lb.name),
+            ));
+        }
         Ok(())
     }
 
-    fn next_free(&self, name: &str, sub: &Subnet) -> Result<Ipv4Addr, NetError> {
+    pub(super) fn next_free(&self, name: &str, sub: &Subnet) -> Result<Ipv4Addr, NetError> {
         let last_index = sub.cidr.size() - 2;
         let mut index = sub.ipam.next_index.max(Subnet::RESERVED_LOW);
         while index <= last_index {
             if let Some(a) = sub.cidr.nth(index) {
-                let taken =
-                    self.nics.iter().any(|n| n.ip == a) || sub.ipam.static_above.contains(&index);
+                let taken = self.nics.iter().any(|n| n.ip == a)
+                    || self.lb_holding_ip(a).is_some()
+                    || sub.ipam.static_above.contains(&index);
                 if !taken {
                     return Ok(a);
                 }
@@ -246,7 +262,12 @@ impl State {
     }
 
     /// Records that `a` was handed out so it is never handed out again.
-    fn record_ip(&mut self, vnet: &Name, subnet: &Name, a: Ipv4Addr) -> Result<(), NetError> {
+    pub(super) fn record_ip(
+        &mut self,
+        vnet: &Name,
+        subnet: &Name,
+        a: Ipv4Addr,
+    ) -> Result<(), NetError> {
         let v = self.vnet_mut(vnet)?;
         let Some(sub) = v.subnets.iter_mut().find(|s| &s.name == subnet) else {
             return Err(NetError::not_found(Kind::Subnet, subnet));
@@ -279,6 +300,13 @@ impl State {
                 Kind::PublicIp,
                 pip,
                 format!("attached to nic '{}'", other.name),
+            ));
+        }
+        if let Some(lb) = self.lb_using_public_ip(&pname) {
+            return Err(NetError::in_use(
+                Kind::PublicIp,
+                pip,
+                format!("frontend of lb '{}'", lb.name),
             ));
         }
         if p.allocation == Allocation::Dynamic && p.address.is_none() {

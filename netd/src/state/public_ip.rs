@@ -104,6 +104,13 @@ impl State {
                 format!("attached to nic '{}'", n.name),
             ));
         }
+        if let Some(lb) = self.lb_using_public_ip(&pname) {
+            return Err(NetError::in_use(
+                Kind::PublicIp,
+                name,
+                format!("frontend of lb '{}'", lb.name),
+            ));
+        }
         self.public_ips.retain(|p| p.name != pname);
         Ok(Value::Null)
     }

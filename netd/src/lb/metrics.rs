@@ -1,0 +1,268 @@
+//! Counters of the data path and their Prometheus text exposition
+//! (`nimbus-netd --metrics-listen ADDR`, `GET /metrics`).
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tracing::{info, warn};
+
+use super::Balancer;
+
+/// Connection and byte counters of a frontend (rule) or a backend.
+#[derive(Debug, Default)]
+pub struct Counters {
+    active: AtomicU64,
+    total: AtomicU64,
+    bytes_in: AtomicU64,
+    bytes_out: AtomicU64,
+    errors: AtomicU64,
+}
+
+/// A point-in-time copy of [`Counters`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Snapshot {
+    /// Open flows.
+    pub active: u64,
+    /// Flows ever opened.
+    pub total: u64,
+    /// Bytes from clients towards backends.
+    pub bytes_in: u64,
+    /// Bytes from backends towards clients.
+    pub bytes_out: u64,
+    /// Failed connection attempts, relay errors, flows without a backend.
+    pub errors: u64,
+}
+
+impl Counters {
+    /// A flow opened.
+    pub fn open(&self) {
+        self.active.fetch_add(1, Ordering::Relaxed);
+        self.total.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A flow closed.
+    pub fn close(&self) {
+        self.active.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Open flows now.
+    pub fn active(&self) -> u64 {
+        self.active.load(Ordering::Relaxed)
+    }
+
+    /// Bytes client -> backend.
+    pub fn add_in(&self, n: u64) {
+        self.bytes_in.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Bytes backend -> client.
+    pub fn add_out(&self, n: u64) {
+        self.bytes_out.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// One error.
+    pub fn error(&self) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Copies the counters.
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            active: self.active.load(Ordering::Relaxed),
+            total: self.total.load(Ordering::Relaxed),
+            bytes_in: self.bytes_in.load(Ordering::Relaxed),
+            bytes_out: self.bytes_out.load(Ordering::Relaxed),
+            errors: self.errors.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Closes a flow on drop, so every exit path counts.
+pub struct OpenFlow<'a>(pub &'a Counters);
+
+impl Drop for OpenFlow<'_> {
+    fn drop(&mut self) {
+        self.0.close();
+    }
+}
+
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// One sample line per labelled value of a family.
+struct Family {
+    name: &'static str,
+    help: &'static str,
+    kind: &'static str,
+    samples: Vec<(String, u64)>,
+}
+
+impl Family {
+    fn new(name: &'static str, kind: &'static str, help: &'static str) -> Self {
+        Family {
+            name,
+            help,
+            kind,
+            samples: vec![],
+        }
+    }
+}
+
+/// Renders every counter in Prometheus's text format (version 0.0.4).
+pub fn render(balancer: &Balancer) -> String {
+    let mut fams = [
+        Family::new(
+            "nimbus_lb_frontend_connections_active",
+            "gauge",
+            "Open flows on a load-balancing rule's frontend.",
+        ),
+        Family::new(
+            "nimbus_lb_frontend_connections_total",
+            "counter",
+            "Flows accepted on a rule's frontend.",
+        ),
+        Family::new(
+            "nimbus_lb_frontend_bytes_total",
+            "counter",
+            "Bytes through a rule's frontend (direction in = from clients).",
+        ),
+        Family::new(
+            "nimbus_lb_frontend_errors_total",
+            "counter",
+            "Flows of a rule that found no backend or failed.",
+        ),
+        Family::new(
+            "nimbus_lb_backend_connections_active",
+            "gauge",
+            "Open flows to a backend.",
+        ),
+        Family::new(
+            "nimbus_lb_backend_connections_total",
+            "counter",
+            "Flows sent to a backend.",
+        ),
+        Family::new(
+            "nimbus_lb_backend_bytes_total",
+            "counter",
+            "Bytes to (in) and from (out) a backend.",
+        ),
+        Family::new(
+            "nimbus_lb_backend_errors_total",
+            "counter",
+            "Failed connection attempts and relay errors of a backend.",
+        ),
+        Family::new(
+            "nimbus_lb_backend_up",
+            "gauge",
+            "1 when the backend's health probe passes (or it has none).",
+        ),
+        Family::new(
+            "nimbus_lb_backend_draining",
+            "gauge",
+            "1 while a removed backend finishes its open flows.",
+        ),
+    ];
+    for rule in balancer.rules() {
+        let fl = format!(
+            "lb=\"{}\",rule=\"{}\",frontend=\"{}\",protocol=\"{}\"",
+            escape(rule.lb.as_str()),
+            escape(rule.rule.as_str()),
+            rule.frontend,
+            rule.settings.protocol
+        );
+        let s = rule.counters.snapshot();
+        fams[0].samples.push((fl.clone(), s.active));
+        fams[1].samples.push((fl.clone(), s.total));
+        fams[2]
+            .samples
+            .push((format!("{fl},direction=\"in\""), s.bytes_in));
+        fams[2]
+            .samples
+            .push((format!("{fl},direction=\"out\""), s.bytes_out));
+        fams[3].samples.push((fl, s.errors));
+        for b in rule.pool().members.iter() {
+            let bl = format!(
+                "lb=\"{}\",rule=\"{}\",backend=\"{}\",nic=\"{}\"",
+                escape(rule.lb.as_str()),
+                escape(rule.rule.as_str()),
+                b.addr,
+                escape(b.nic.as_str())
+            );
+            let s = b.counters.snapshot();
+            fams[4].samples.push((bl.clone(), s.active));
+            fams[5].samples.push((bl.clone(), s.total));
+            fams[6]
+                .samples
+                .push((format!("{bl},direction=\"in\""), s.bytes_in));
+            fams[6]
+                .samples
+                .push((format!("{bl},direction=\"out\""), s.bytes_out));
+            fams[7].samples.push((bl.clone(), s.errors));
+            fams[8]
+                .samples
+                .push((bl.clone(), u64::from(b.health.is_up())));
+            fams[9]
+                .samples
+                .push((bl, u64::from(b.draining.load(Ordering::Relaxed))));
+        }
+    }
+    let mut out = String::new();
+    for f in &fams {
+        let _ = writeln!(
+            out,
+            "# HELP {} {}\n# TYPE {} {}",
+            f.name, f.help, f.name, f.kind
+        );
+        for (labels, v) in &f.samples {
+            let _ = writeln!(out, "{}{{{labels}}} {v}", f.name);
+        }
+    }
+    out
+}
+
+/// Serves `GET /metrics` (any path) on `addr` until the task is dropped.
+pub async fn serve(listener: TcpListener, balancer: Arc<Balancer>) -> std::io::Result<()> {
+    if let Ok(addr) = listener.local_addr() {
+        info!(%addr, "metrics endpoint ready");
+    }
+    loop {
+        let (mut conn, _) = listener.accept().await?;
+        let balancer = balancer.clone();
+        tokio::spawn(async move {
+            // Read the request head (bounded); the answer does not depend on it.
+            let mut buf = vec![0u8; 4096];
+            let mut have = 0;
+            while have < buf.len() {
+                match tokio::time::timeout(
+                    std::time::Duration::from_secs(5),
+                    conn.read(&mut buf[have..]),
+                )
+                .await
+                {
+                    Ok(Ok(0)) | Err(_) | Ok(Err(_)) => break,
+                    Ok(Ok(n)) => have += n,
+                }
+                if buf[..have].windows(4).any(|w| w == b"\r\n\r\n") {
+                    break;
+                }
+            }
+            let body = render(&balancer);
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            if let Err(e) = conn.write_all(head.as_bytes()).await {
+                warn!(error = %e, "metrics client");
+                return;
+            }
+            let _ = conn.write_all(body.as_bytes()).await;
+            let _ = conn.shutdown().await;
+        });
+    }
+}

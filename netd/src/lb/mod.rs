@@ -1,0 +1,467 @@
+//! The load balancer's data path: a userspace L4 proxy inside netd's
+//! process, on netd's tokio runtime.
+//!
+//! [`Balancer::reconcile`] makes the running listeners, pools and probes
+//! match the committed state after every change (and at start); the
+//! frontend address is put on the host by [`crate::host::realize`] (the
+//! VNet's bridge for an internal frontend, `lo` for a public one).
+//!
+//! # How backends learn the client's address
+//!
+//! TCP is proxied: the client's connection ends in netd and netd opens one
+//! to the backend, from the host, whose source is the subnet's gateway
+//! address. That is what Azure's `AzureLoadBalancer` service tag means to
+//! an NSG, so the default rule `AllowAzureLoadBalancerInBound` lets flows
+//! and probes in even where a user rule denies the rest of the VNet.
+//!
+//! The client's address is handed over with the PROXY protocol v2, opt-in
+//! per rule (`proxy_protocol`), as HAProxy, nginx and Envoy do. The
+//! alternative, transparent proxying (IP_TRANSPARENT on the backend socket
+//! with the client's address as source, plus TPROXY/policy routing so the
+//! replies come back to the proxy), was not chosen: the backend's replies
+//! to a client address must be steered back into netd by marks and a
+//! routing table on every path (including hairpin clients in the same
+//! VNet, whose replies would otherwise be bridged straight to the client
+//! and reset), NSG rules would see client addresses instead of the
+//! AzureLoadBalancer tag, and it breaks in the same way whenever a guest
+//! has its own route to the client. PROXY v2 is explicit, works for every
+//! topology and costs one 28-byte write per connection.
+//!
+//! UDP is relayed per session (client address), see [`udp`].
+//!
+//! # Draining
+//!
+//! A member removed from a pool is marked draining: it stays in the pool
+//! (so the consistent-hash table of the others does not change) but gets
+//! no new flows; its open connections and UDP sessions go on until they
+//! end, and then it is dropped. Deleting a rule or a load balancer closes
+//! its connections.
+
+pub mod maglev;
+pub mod metrics;
+pub mod probe;
+pub mod proxy_header;
+pub mod select;
+mod tcp;
+mod udp;
+
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, SocketAddrV4};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::info;
+
+use crate::error::NetError;
+use crate::model::{Algorithm, LbProtocol, Name, Probe};
+use crate::state::State;
+use metrics::Counters;
+use probe::Health;
+use select::{Backend, Pool};
+
+/// What a running rule was started with; a change restarts it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleSettings {
+    /// TCP or UDP.
+    pub protocol: LbProtocol,
+    /// Backend port.
+    pub backend_port: u16,
+    /// Algorithm.
+    pub algorithm: Algorithm,
+    /// Idle timeout.
+    pub idle_timeout: Duration,
+    /// PROXY v2 header to backends.
+    pub proxy_protocol: bool,
+    /// Probe name.
+    pub probe: Option<Name>,
+}
+
+/// One load-balancing rule at run time.
+pub struct RuleRuntime {
+    /// Load balancer.
+    pub lb: Name,
+    /// Rule.
+    pub rule: Name,
+    /// Frontend address and port.
+    pub frontend: SocketAddrV4,
+    /// Settings.
+    pub settings: RuleSettings,
+    /// Frontend counters.
+    pub counters: Counters,
+    pool: RwLock<Arc<Pool>>,
+    stop: watch::Sender<bool>,
+    task: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl RuleRuntime {
+    /// The current pool view.
+    pub fn pool(&self) -> Arc<Pool> {
+        self.pool
+            .read()
+            .map(|p| p.clone())
+            .unwrap_or_else(|e| e.into_inner().clone())
+    }
+
+    fn set_pool(&self, pool: Pool) {
+        let mut slot = self.pool.write().unwrap_or_else(|e| e.into_inner());
+        *slot = Arc::new(pool);
+    }
+
+    fn shutdown(&self) {
+        let _ = self.stop.send(true);
+        if let Ok(mut t) = self.task.lock() {
+            if let Some(t) = t.take() {
+                t.abort();
+            }
+        }
+    }
+}
+
+/// (load balancer, probe, backend address): one probe task each.
+type ProbeKey = (Name, Name, SocketAddrV4);
+
+struct ProbeRuntime {
+    probe: Probe,
+    health: Arc<Health>,
+    task: JoinHandle<()>,
+}
+
+#[derive(Default)]
+struct Inner {
+    rules: BTreeMap<(Name, Name), Arc<RuleRuntime>>,
+    probes: BTreeMap<ProbeKey, ProbeRuntime>,
+}
+
+/// All running load balancers.
+#[derive(Default)]
+pub struct Balancer {
+    inner: Mutex<Inner>,
+}
+
+fn bind_error(frontend: SocketAddrV4, e: std::io::Error) -> NetError {
+    NetError::host(format!("listening on the frontend {frontend}"), e)
+}
+
+fn tcp_listener(addr: SocketAddrV4) -> std::io::Result<tokio::net::TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let s = Socket::new(Domain::IPV4, Type::STREAM, None)?;
+    s.set_reuse_address(true)?;
+    // The address may still be on its way onto the bridge or lo.
+    s.set_freebind_v4(true)?;
+    s.set_nonblocking(true)?;
+    s.bind(&SocketAddr::V4(addr).into())?;
+    s.listen(4096)?;
+    tokio::net::TcpListener::from_std(s.into())
+}
+
+fn udp_socket(addr: SocketAddrV4) -> std::io::Result<tokio::net::UdpSocket> {
+    use socket2::{Domain, Socket, Type};
+    let s = Socket::new(Domain::IPV4, Type::DGRAM, None)?;
+    s.set_freebind_v4(true)?;
+    s.set_nonblocking(true)?;
+    s.bind(&SocketAddr::V4(addr).into())?;
+    tokio::net::UdpSocket::from_std(s.into())
+}
+
+impl Balancer {
+    /// No load balancers yet.
+    pub fn new() -> Arc<Self> {
+        Arc::new(Balancer::default())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Running rules.
+    pub fn rules(&self) -> Vec<Arc<RuleRuntime>> {
+        self.lock().rules.values().cloned().collect()
+    }
+
+    /// Makes the running data path match `state`. Must run inside the
+    /// tokio runtime. Fails only when a frontend cannot be bound; the
+    /// caller then reconciles back to the previous state.
+    pub fn reconcile(&self, state: &State) -> Result<(), NetError> {
+        let mut inner = self.lock();
+
+        // Probes: one task per (lb, probe, backend address).
+        let mut wanted_probes: BTreeMap<ProbeKey, Probe> = BTreeMap::new();
+        for lb in &state.load_balancers {
+            for rule in &lb.rules {
+                let (Some(pname), Some(pool)) = (&rule.probe, lb.pool(&rule.pool)) else {
+                    continue;
+                };
+                let Some(probe) = lb.probe(pname) else {
+                    continue;
+                };
+                for m in &pool.members {
+                    if let Ok(nic) = state.nic(&m.nic) {
+                        let addr = SocketAddrV4::new(nic.ip, probe.port);
+                        wanted_probes.insert((lb.name.clone(), pname.clone(), addr), probe.clone());
+                    }
+                }
+            }
+        }
+        let stale: Vec<ProbeKey> = inner
+            .probes
+            .iter()
+            .filter(|(k, p)| wanted_probes.get(*k) != Some(&p.probe))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in stale {
+            if let Some(p) = inner.probes.remove(&k) {
+                p.task.abort();
+            }
+        }
+        for (k, probe) in wanted_probes {
+            if inner.probes.contains_key(&k) {
+                continue;
+            }
+            let health = Arc::new(Health::probed());
+            let task = tokio::spawn(probe::run(probe.clone(), k.2, health.clone()));
+            inner.probes.insert(
+                k,
+                ProbeRuntime {
+                    probe,
+                    health,
+                    task,
+                },
+            );
+        }
+
+        // Rules.
+        let mut wanted = BTreeMap::new();
+        for lb in &state.load_balancers {
+            let Some(ip) = state.lb_frontend_ip(lb) else {
+                continue;
+            };
+            for rule in &lb.rules {
+                let settings = RuleSettings {
+                    protocol: rule.protocol,
+                    backend_port: rule.backend_port,
+                    algorithm: rule.algorithm,
+                    idle_timeout: Duration::from_secs(u64::from(rule.idle_timeout_seconds)),
+                    proxy_protocol: rule.proxy_protocol,
+                    probe: rule.probe.clone(),
+                };
+                let frontend = SocketAddrV4::new(ip, rule.frontend_port);
+                let mut members = Vec::new();
+                for m in lb
+                    .pool(&rule.pool)
+                    .map(|p| p.members.as_slice())
+                    .unwrap_or_default()
+                {
+                    let Ok(nic) = state.nic(&m.nic) else {
+                        continue;
+                    };
+                    let health = rule
+                        .probe
+                        .as_ref()
+                        .and_then(|p| {
+                            let addr = SocketAddrV4::new(nic.ip, lb.probe(p)?.port);
+                            inner.probes.get(&(lb.name.clone(), p.clone(), addr))
+                        })
+                        .map(|p| p.health.clone());
+                    members.push((
+                        m.nic.clone(),
+                        SocketAddrV4::new(nic.ip, rule.backend_port),
+                        m.weight.0,
+                        health,
+                    ));
+                }
+                wanted.insert(
+                    (lb.name.clone(), rule.name.clone()),
+                    (frontend, settings, members),
+                );
+            }
+        }
+        let gone: Vec<(Name, Name)> = inner
+            .rules
+            .iter()
+            .filter(|(k, r)| {
+                wanted
+                    .get(*k)
+                    .is_none_or(|(f, s, _)| *f != r.frontend || *s != r.settings)
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in gone {
+            if let Some(r) = inner.rules.remove(&k) {
+                info!(lb = %k.0, rule = %k.1, "stopping rule");
+                r.shutdown();
+            }
+        }
+        for (key, (frontend, settings, members)) in wanted {
+            let existing = inner.rules.get(&key).cloned();
+            let old = existing.as_ref().map(|r| r.pool());
+            let mut list: Vec<Arc<Backend>> = Vec::new();
+            for (nic, addr, weight, health) in members {
+                let reuse = old.as_ref().and_then(|p| {
+                    p.members.iter().find(|b| {
+                        b.nic == nic
+                            && b.addr == addr
+                            && b.weight == weight
+                            && !b.draining.load(Ordering::Relaxed)
+                            && match &health {
+                                Some(h) => Arc::ptr_eq(h, &b.health),
+                                None => true,
+                            }
+                    })
+                });
+                list.push(match reuse {
+                    Some(b) => b.clone(),
+                    None => Arc::new(Backend {
+                        nic,
+                        addr,
+                        weight,
+                        health: health.unwrap_or_else(|| Arc::new(Health::up())),
+                        draining: AtomicBool::new(false),
+                        counters: Counters::default(),
+                    }),
+                });
+            }
+            // Members that left drain while they still have flows.
+            if let Some(old) = &old {
+                for b in &old.members {
+                    if !list.iter().any(|x| Arc::ptr_eq(x, b)) && b.counters.active() > 0 {
+                        b.draining.store(true, Ordering::Relaxed);
+                        list.push(b.clone());
+                    }
+                }
+            }
+            match existing {
+                Some(rule) => {
+                    let same = old.is_some_and(|o| {
+                        o.members.len() == list.len()
+                            && o.members.iter().zip(&list).all(|(a, b)| Arc::ptr_eq(a, b))
+                    });
+                    if !same {
+                        rule.set_pool(Pool::new(list));
+                    }
+                }
+                None => {
+                    let rule = self.start_rule(key.clone(), frontend, settings, list)?;
+                    inner.rules.insert(key, rule);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn start_rule(
+        &self,
+        (lb, rule): (Name, Name),
+        frontend: SocketAddrV4,
+        settings: RuleSettings,
+        members: Vec<Arc<Backend>>,
+    ) -> Result<Arc<RuleRuntime>, NetError> {
+        let (stop, stop_rx) = watch::channel(false);
+        let rt = Arc::new(RuleRuntime {
+            lb,
+            rule,
+            frontend,
+            settings,
+            counters: Counters::default(),
+            pool: RwLock::new(Arc::new(Pool::new(members))),
+            stop,
+            task: Mutex::new(None),
+        });
+        let task = match rt.settings.protocol {
+            LbProtocol::Tcp => {
+                let l = tcp_listener(frontend).map_err(|e| bind_error(frontend, e))?;
+                tokio::spawn(tcp::serve(rt.clone(), l, stop_rx))
+            }
+            LbProtocol::Udp => {
+                let s = udp_socket(frontend).map_err(|e| bind_error(frontend, e))?;
+                tokio::spawn(udp::serve(rt.clone(), Arc::new(s), stop_rx))
+            }
+        };
+        if let Ok(mut t) = rt.task.lock() {
+            *t = Some(task);
+        }
+        info!(lb = %rt.lb, rule = %rt.rule, %frontend, protocol = %rt.settings.protocol, "rule listening");
+        Ok(rt)
+    }
+
+    /// Drops draining members that have no flows left.
+    pub fn prune_drained(&self) {
+        for rule in self.rules() {
+            let pool = rule.pool();
+            let done =
+                |b: &Arc<Backend>| b.draining.load(Ordering::Relaxed) && b.counters.active() == 0;
+            if pool.members.iter().any(done) {
+                let keep: Vec<Arc<Backend>> =
+                    pool.members.iter().filter(|b| !done(b)).cloned().collect();
+                rule.set_pool(Pool::new(keep));
+            }
+        }
+    }
+
+    /// Adds the data path's view to an `lb show` result: per rule, the
+    /// frontend counters and each backend's probe state and counters; per
+    /// probe, each backend's state.
+    pub fn annotate(&self, view: &mut Value) {
+        let Some(lb) = view["name"].as_str().and_then(|n| n.parse::<Name>().ok()) else {
+            return;
+        };
+        let inner = self.lock();
+        if let Some(rules) = view["rules"].as_array_mut() {
+            for r in rules {
+                let Some(name) = r["name"].as_str().and_then(|n| n.parse::<Name>().ok()) else {
+                    continue;
+                };
+                let Some(rt) = inner.rules.get(&(lb.clone(), name)) else {
+                    continue;
+                };
+                r["frontend"] = json!(rt.frontend.to_string());
+                r["counters"] = json!(rt.counters.snapshot());
+                r["backends"] = rt
+                    .pool()
+                    .members
+                    .iter()
+                    .map(|b| {
+                        let mut v = b.health.view();
+                        v["nic"] = json!(b.nic);
+                        v["address"] = json!(b.addr.to_string());
+                        v["weight"] = json!(b.weight);
+                        v["draining"] = json!(b.draining.load(Ordering::Relaxed));
+                        v["counters"] = json!(b.counters.snapshot());
+                        v
+                    })
+                    .collect();
+            }
+        }
+        if let Some(probes) = view["probes"].as_array_mut() {
+            for p in probes {
+                let Some(name) = p["name"].as_str().and_then(|n| n.parse::<Name>().ok()) else {
+                    continue;
+                };
+                p["backends"] = inner
+                    .probes
+                    .iter()
+                    .filter(|(k, _)| k.0 == lb && k.1 == name)
+                    .map(|(k, rt)| {
+                        let mut v = rt.health.view();
+                        v["address"] = json!(k.2.to_string());
+                        v
+                    })
+                    .collect();
+            }
+        }
+    }
+
+    /// Stops everything (daemon shutdown).
+    pub fn stop_all(&self) {
+        let mut inner = self.lock();
+        for (_, r) in std::mem::take(&mut inner.rules) {
+            r.shutdown();
+        }
+        for (_, p) in std::mem::take(&mut inner.probes) {
+            p.task.abort();
+        }
+    }
+}
