@@ -52,6 +52,14 @@ pub struct RunArgs {
     /// Write the guest's serial console to this file instead of the terminal.
     #[arg(long, value_name = "FILE")]
     serial_output: Option<PathBuf>,
+    /// A virtio-blk disk, passed to nimbus-vmm:
+    /// PATH[,ro][,id=SERIAL][,bw=BYTES_PER_S][,iops=N]. Repeatable.
+    #[arg(long, value_name = "SPEC")]
+    disk: Vec<String>,
+    /// A virtio-net NIC on an existing TAP, passed to nimbus-vmm:
+    /// tap=NAME[,mac=MAC][,bw=..][,pps=..]. Repeatable.
+    #[arg(long, value_name = "SPEC")]
+    nic: Vec<String>,
     #[command(flatten)]
     images: ImageLocation,
 }
@@ -82,7 +90,23 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
             )
         }
     };
+    let parsed_disks: Result<Vec<_>, _> = args
+        .disk
+        .iter()
+        .map(|d| vmm::device_options::parse_disk(d))
+        .collect();
+    let parsed_nics: Result<Vec<_>, _> = args
+        .nic
+        .iter()
+        .map(|n| vmm::device_options::parse_nic(n, "nimbus"))
+        .collect();
+    let (disks, nics) = match (parsed_disks, parsed_nics) {
+        (Ok(d), Ok(n)) => (d, n),
+        (Err(e), _) | (_, Err(e)) => return Ok(invalid(&e)),
+    };
     let config = vmm::config::VmConfig {
+        disks,
+        nics,
         kernel,
         initrd,
         cmdline,
@@ -95,7 +119,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     if let Err(err) = config.validate() {
         return Ok(invalid(&err));
     }
-    spawn_vmm(&config)
+    spawn_vmm(&config, &args.disk, &args.nic)
 }
 
 fn invalid(err: &dyn std::fmt::Display) -> ExitCode {
@@ -115,7 +139,11 @@ pub fn compose_cmdline(backend: vmm::host::KvmBackend, extra: &[&str]) -> String
 
 /// Runs `nimbus-vmm` with the validated configuration and hands its exit
 /// status on.
-fn spawn_vmm(config: &vmm::config::VmConfig) -> Result<ExitCode> {
+fn spawn_vmm(
+    config: &vmm::config::VmConfig,
+    disks: &[String],
+    nics: &[String],
+) -> Result<ExitCode> {
     let vmm = locate_vmm()?;
     let mut command = Command::new(&vmm);
     command
@@ -132,6 +160,12 @@ fn spawn_vmm(config: &vmm::config::VmConfig) -> Result<ExitCode> {
     }
     if let SerialOutput::File(file) = &config.serial {
         command.arg("--serial-output").arg(file);
+    }
+    for disk in disks {
+        command.arg("--disk").arg(disk);
+    }
+    for nic in nics {
+        command.arg("--nic").arg(nic);
     }
     let status = command
         .status()

@@ -7,5 +7,8 @@
 
 pub mod bus;
 pub mod legacy;
+pub mod mmio_bus;
+pub mod virtio;
 
 pub use bus::{BusEvent, PioBus, PioDevice};
+pub use mmio_bus::{MmioBus, MmioDevice};

@@ -36,6 +36,10 @@ pub struct VmConfig {
     pub memory_mib: u64,
     /// Serial console destination.
     pub serial: SerialOutput,
+    /// virtio-blk disks, in order (/dev/vda, /dev/vdb, ...).
+    pub disks: Vec<devices::virtio::block::BlockConfig>,
+    /// virtio-net NICs, in order (eth0, eth1, ...).
+    pub nics: Vec<devices::virtio::net::NetConfig>,
 }
 
 /// Why a configuration is invalid. Each message names the field, the
@@ -91,6 +95,12 @@ pub enum ConfigError {
         /// The OS error.
         reason: String,
     },
+    /// A disk image cannot be used.
+    #[error("{0}")]
+    Disk(String),
+    /// More devices than IRQs.
+    #[error("{0} disks and NICs: at most {max} virtio devices", max = crate::virtio_devices::VIRTIO_IRQS.len())]
+    TooManyDevices(usize),
     /// /dev/kvm is missing or not usable.
     #[error("/dev/kvm: cannot be opened read-write: {0}")]
     Kvm(String),
@@ -217,6 +227,14 @@ impl VmConfig {
                 });
             }
         }
+        let devices = self.disks.len() + self.nics.len();
+        if devices > crate::virtio_devices::VIRTIO_IRQS.len() {
+            return Err(ConfigError::TooManyDevices(devices));
+        }
+        for disk in &self.disks {
+            devices::virtio::block::Block::new(disk.clone())
+                .map_err(|e| ConfigError::Disk(e.to_string()))?;
+        }
         if self.cmdline.len() + 1 > CMDLINE_MAX_SIZE {
             return Err(ConfigError::Cmdline(format!(
                 "{} bytes; the limit is {} bytes",
@@ -255,6 +273,8 @@ mod tests {
             vcpus: 1,
             memory_mib: 128,
             serial: SerialOutput::Stdout,
+            disks: vec![],
+            nics: vec![],
         }
     }
 

@@ -9,6 +9,7 @@ pub mod arch;
 pub mod boot;
 pub mod config;
 pub mod console;
+pub mod device_options;
 pub mod emulation;
 pub mod exit;
 pub mod guest_cmdline;
@@ -16,6 +17,7 @@ pub mod host;
 pub mod memory;
 pub mod signals;
 pub mod vcpu;
+pub mod virtio_devices;
 pub mod vm;
 
 pub use config::{ConfigError, SerialOutput, VmConfig};

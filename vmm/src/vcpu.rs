@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::Arc;
 
-use devices::{BusEvent, PioBus};
+use devices::{BusEvent, MmioBus, PioBus};
 use kvm_bindings::{
     kvm_mp_state, CpuId, Msrs, KVM_INTERNAL_ERROR_EMULATION,
     KVM_INTERNAL_ERROR_EMULATION_FLAG_INSTRUCTION_BYTES, KVM_MP_STATE_UNINITIALIZED,
@@ -55,6 +55,8 @@ pub enum VmEvent {
 pub struct VcpuContext {
     /// Port I/O devices.
     pub pio: Arc<PioBus>,
+    /// Memory-mapped devices (virtio-mmio register windows).
+    pub mmio: Arc<MmioBus>,
     /// Guest memory (to read instructions at RIP).
     pub mem: GuestMemory,
     /// Set when the VM is stopping; checked before every KVM_RUN.
@@ -210,12 +212,15 @@ impl Vcpu {
                 });
             }
             Ok(VcpuExit::MmioRead(addr, data)) => {
-                tracing::debug!(vcpu = self.id, "MMIO read from {addr:#x}: no device");
-                data.fill(0xff);
+                if !self.ctx.mmio.read(addr, data) {
+                    tracing::debug!(vcpu = self.id, "MMIO read from {addr:#x}: no device");
+                }
                 return Ok(None);
             }
-            Ok(VcpuExit::MmioWrite(addr, _)) => {
-                tracing::debug!(vcpu = self.id, "MMIO write to {addr:#x}: no device");
+            Ok(VcpuExit::MmioWrite(addr, data)) => {
+                if !self.ctx.mmio.write(addr, data) {
+                    tracing::debug!(vcpu = self.id, "MMIO write to {addr:#x}: no device");
+                }
                 return Ok(None);
             }
             Ok(VcpuExit::Hlt) => {

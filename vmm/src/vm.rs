@@ -8,7 +8,9 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use devices::legacy::{i8042, power, serial, PowerOffPort, SerialConsole, I8042};
-use devices::PioBus;
+use devices::virtio::block::Block;
+use devices::virtio::net::Net;
+use devices::{MmioBus, PioBus};
 use kvm_bindings::{
     kvm_enable_cap, kvm_pit_config, kvm_userspace_memory_region, KVM_CAP_EXIT_ON_EMULATION_FAILURE,
     KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY,
@@ -60,6 +62,9 @@ pub enum VmmError {
     /// A vCPU.
     #[error(transparent)]
     Vcpu(#[from] VcpuError),
+    /// A virtio device (disk, TAP, window, IRQ).
+    #[error("{0}")]
+    Device(String),
     /// A host resource (thread, eventfd, file, terminal).
     #[error("{what}: {source}")]
     Host {
@@ -153,12 +158,35 @@ pub fn run(config: &VmConfig, backend: KvmBackend) -> Result<RunSummary, VmmErro
         }
     }
 
+    // virtio devices first: the guest learns where they are from the
+    // command line.
+    let mut mmio = MmioBus::new();
+    let mut alloc = crate::virtio_devices::MmioAllocator::default();
+    let mut cmdline = config.cmdline.trim().to_string();
+    let mut add = |dev: Box<dyn devices::virtio::VirtioDevice>| -> Result<(), VmmError> {
+        let param = crate::virtio_devices::attach(&vm, &mem, &mut mmio, &mut alloc, dev)
+            .map_err(|e| VmmError::Device(e.to_string()))?;
+        cmdline.push(' ');
+        cmdline.push_str(&param);
+        Ok(())
+    };
+    for disk in &config.disks {
+        add(Box::new(
+            Block::new(disk.clone()).map_err(|e| VmmError::Device(e.to_string()))?,
+        ))?;
+    }
+    for nic in &config.nics {
+        add(Box::new(
+            Net::new(nic.clone()).map_err(|e| VmmError::Device(e.to_string()))?,
+        ))?;
+    }
+
     let entry = boot::load(
         &mem,
         config.memory_bytes(),
         &config.kernel,
         config.initrd.as_deref(),
-        &config.cmdline,
+        &cmdline,
     )?;
     tracing::info!(
         "kernel {}: {}",
@@ -217,6 +245,7 @@ pub fn run(config: &VmConfig, backend: KvmBackend) -> Result<RunSummary, VmmErro
     let assists = Arc::new(AssistCounters::default());
     let ctx = VcpuContext {
         pio: Arc::new(pio),
+        mmio: Arc::new(mmio),
         mem: mem.clone(),
         stop: stop.clone(),
         events: events_tx.clone(),

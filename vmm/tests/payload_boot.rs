@@ -2,7 +2,7 @@
 //! `nimbus-vmm` binary and checks the exit code each way of ending gives.
 //!
 //! The payloads are assembled at test time with binutils (`as`, `ld`);
-//! tests that need KVM are skipped when /dev/kvm cannot be opened.
+//! they fail (not skip) when /dev/kvm or binutils is missing.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

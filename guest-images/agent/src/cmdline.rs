@@ -20,6 +20,12 @@ pub struct BootConfig {
     pub poweroff: bool,
     /// `nimbus.shell=1`: start a shell on the console after readiness.
     pub shell: bool,
+    /// `nimbus.run=CMD:ARG:...` (repeatable): test commands run after
+    /// readiness, results on the console (see `commands`).
+    pub runs: Vec<String>,
+    /// `nimbus.serve=PORT`: serve the test commands on this TCP port
+    /// (default 7000 when a NIC is configured; 0 turns it off).
+    pub serve: Option<u16>,
 }
 
 /// `nimbus.net=IFNAME,ADDR/PREFIX[,gw=GATEWAY]`.
@@ -187,13 +193,24 @@ pub fn parse(cmdline: &str) -> (BootConfig, Vec<CmdlineError>) {
                 }
             }),
             ("poweroff", Some(v)) => parse_flag(v).map(|b| config.poweroff = b),
+            ("run", Some(v)) if !v.is_empty() => {
+                config.runs.push(v.replace(':', " "));
+                Ok(())
+            }
+            ("serve", Some(v)) => v
+                .parse::<u16>()
+                .map(|p| config.serve = Some(p))
+                .map_err(|_| "expected nimbus.serve=PORT".to_owned()),
             ("shell", Some(v)) => parse_flag(v).map(|b| config.shell = b),
             ("net", None) => Err(NET_SYNTAX.to_owned()),
             ("disk", None) => Err(DISK_SYNTAX.to_owned()),
             ("poweroff" | "shell", None) => {
                 Err(format!("expected nimbus.{key}=1 or nimbus.{key}=0"))
             }
-            _ => Err("unknown nimbus parameter (known: net, disk, poweroff, shell)".to_owned()),
+            _ => Err(
+                "unknown nimbus parameter (known: net, disk, poweroff, shell, run, serve)"
+                    .to_owned(),
+            ),
         };
         if let Err(reason) = outcome {
             errors.push(CmdlineError {
@@ -517,7 +534,7 @@ mod tests {
         assert_eq!(
             errors[0].to_string(),
             "cmdline `nimbus.frobnicate=3`: unknown nimbus parameter \
-             (known: net, disk, poweroff, shell) (parameter skipped)"
+             (known: net, disk, poweroff, shell, run, serve) (parameter skipped)"
         );
     }
 

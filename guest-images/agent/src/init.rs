@@ -3,6 +3,7 @@
 use std::path::Path;
 
 use crate::cmdline;
+use crate::commands;
 use crate::console::Console;
 use crate::mounts;
 use crate::net::NetControl;
@@ -62,8 +63,29 @@ pub fn run(console: &mut Console) -> ! {
         }
     }
 
+    let port = config
+        .serve
+        .unwrap_or(if config.nets.is_empty() { 0 } else { 7000 });
+    if port != 0 {
+        // A thread, not a process: PID 1 never forks.
+        if let Err(err) = std::thread::Builder::new()
+            .name("serve".into())
+            .spawn(move || commands::serve(port))
+        {
+            console.error("serve thread", err);
+        }
+    }
+
     let ready = Readiness::gather(console);
     console.line(format_args!("{ready}"));
+
+    for run in &config.runs {
+        match commands::run_local(run, console) {
+            Some(Ok(answer)) => console.line(format_args!("NIMBUS_RESULT {run}: {answer}")),
+            Some(Err(err)) => console.line(format_args!("NIMBUS_RESULT {run}: ERR {err}")),
+            None => console.error("nimbus.run", format_args!("unknown command {run:?}")),
+        }
+    }
 
     if config.poweroff {
         power_off(console);

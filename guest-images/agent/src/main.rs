@@ -20,6 +20,7 @@
 
 mod check;
 mod cmdline;
+mod commands;
 mod console;
 mod init;
 mod mounts;

@@ -129,6 +129,7 @@ pub struct Images {
     pub vmlinux: PathBuf,
     pub bzimage: PathBuf,
     pub initramfs: PathBuf,
+    pub rootfs: PathBuf,
 }
 
 pub fn images() -> Images {
@@ -146,6 +147,7 @@ pub fn images() -> Images {
         vmlinux: path("vmlinux"),
         bzimage: path("bzimage"),
         initramfs: path("initramfs"),
+        rootfs: path("rootfs"),
     }
 }
 

@@ -1,0 +1,227 @@
+//! Test commands: write/read/checksum a file, TCP echo and bulk transfers.
+//!
+//! Served on a TCP port (one connection at a time, in one thread: PID 1
+//! never forks) and runnable from the command line (`nimbus.run=`). A
+//! command is one text line; the answer is one line `OK key=value ...` or
+//! `ERR why`. Data is a fixed pseudo-random stream (`Pattern`) and checked
+//! with FNV-1a 64, so both ends can compute the expected checksum.
+//!
+//! * `write PATH N`   write N bytes of the pattern, fsync  -> `OK bytes=N fnv=..`
+//! * `read PATH`      read the whole file                  -> `OK bytes=N fnv=..`
+//! * `recv N`         read N bytes from the connection     -> `OK bytes=N fnv=..`
+//! * `send N`         send N bytes of the pattern, then close
+//! * `echo`           echo everything until EOF
+//! * `fetch IP:PORT N` connect, ask `send N`, read it       -> `OK bytes=N fnv=..`
+//! * `sync`, `poweroff`
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+
+use crate::console::Console;
+
+/// FNV-1a, 64 bits.
+#[derive(Clone, Copy)]
+pub struct Fnv(u64);
+
+impl Fnv {
+    pub fn new() -> Self {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+    pub fn update(&mut self, data: &[u8]) {
+        for &b in data {
+            self.0 ^= u64::from(b);
+            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    pub fn hex(&self) -> String {
+        format!("{:016x}", self.0)
+    }
+}
+
+/// The data stream: xorshift64 from a fixed seed, 8 bytes per step.
+pub struct Pattern {
+    state: u64,
+}
+
+impl Pattern {
+    pub fn new() -> Self {
+        Pattern {
+            state: 0x9e37_79b9_7f4a_7c15,
+        }
+    }
+    pub fn fill(&mut self, buf: &mut [u8]) {
+        for chunk in buf.chunks_mut(8) {
+            let mut x = self.state;
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            self.state = x;
+            chunk.copy_from_slice(&x.to_le_bytes()[..chunk.len()]);
+        }
+    }
+}
+
+const CHUNK: usize = 64 * 1024;
+
+fn ok(bytes: u64, fnv: &Fnv) -> String {
+    format!("OK bytes={bytes} fnv={}", fnv.hex())
+}
+
+fn num(s: Option<&str>) -> io::Result<u64> {
+    s.and_then(|v| v.parse().ok())
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "expected a byte count"))
+}
+
+fn write_file(path: &str, n: u64) -> io::Result<String> {
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)?;
+    let (mut p, mut h, mut buf) = (Pattern::new(), Fnv::new(), vec![0u8; CHUNK]);
+    let mut left = n;
+    while left > 0 {
+        let k = left.min(CHUNK as u64) as usize;
+        p.fill(&mut buf[..k]);
+        f.write_all(&buf[..k])?;
+        h.update(&buf[..k]);
+        left -= k as u64;
+    }
+    f.sync_all()?;
+    Ok(ok(n, &h))
+}
+
+fn read_all(mut r: impl Read, limit: Option<u64>) -> io::Result<(u64, Fnv)> {
+    let (mut h, mut buf, mut total) = (Fnv::new(), vec![0u8; CHUNK], 0u64);
+    loop {
+        let want = limit.map_or(CHUNK as u64, |l| (l - total).min(CHUNK as u64)) as usize;
+        if want == 0 {
+            break;
+        }
+        match r.read(&mut buf[..want]) {
+            Ok(0) => break,
+            Ok(k) => {
+                h.update(&buf[..k]);
+                total += k as u64;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok((total, h))
+}
+
+fn send(mut w: impl Write, n: u64) -> io::Result<()> {
+    let (mut p, mut buf, mut left) = (Pattern::new(), vec![0u8; CHUNK], n);
+    while left > 0 {
+        let k = left.min(CHUNK as u64) as usize;
+        p.fill(&mut buf[..k]);
+        w.write_all(&buf[..k])?;
+        left -= k as u64;
+    }
+    w.flush()
+}
+
+fn fetch(addr: &str, n: u64) -> io::Result<String> {
+    let mut s = TcpStream::connect(addr)?;
+    writeln!(s, "send {n}")?;
+    let (got, h) = read_all(&s, None)?;
+    Ok(ok(got, &h))
+}
+
+/// Runs one command that needs no connection; `None` if it is not one.
+pub fn run_local(line: &str, console: &mut Console) -> Option<io::Result<String>> {
+    let mut w = line.split_whitespace();
+    let cmd = w.next()?;
+    Some(match cmd {
+        "write" => match (w.next(), num(w.next())) {
+            (Some(p), Ok(n)) => write_file(p, n),
+            _ => Err(io::Error::new(io::ErrorKind::InvalidInput, "write PATH N")),
+        },
+        "read" => match w.next() {
+            Some(p) => File::open(p)
+                .and_then(|f| read_all(f, None))
+                .map(|(n, h)| ok(n, &h)),
+            None => Err(io::Error::new(io::ErrorKind::InvalidInput, "read PATH")),
+        },
+        "fetch" => match (w.next(), num(w.next())) {
+            (Some(a), Ok(n)) => fetch(a, n),
+            _ => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "fetch IP:PORT N",
+            )),
+        },
+        "sync" => {
+            // SAFETY: sync(2) takes no arguments and cannot fail.
+            unsafe { libc::sync() };
+            Ok("OK".into())
+        }
+        "poweroff" => crate::power::power_off(console),
+        _ => return None,
+    })
+}
+
+fn handle(stream: TcpStream, console: &mut Console) -> io::Result<()> {
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut line = String::new();
+    reader.read_line(&mut line)?;
+    let mut out = stream;
+    let mut w = line.split_whitespace();
+    let answer = match w.next() {
+        Some("echo") => {
+            let buffered = reader.buffer().to_vec();
+            out.write_all(&buffered)?;
+            io::copy(reader.get_mut(), &mut out)?;
+            return Ok(());
+        }
+        Some("send") => return send(&mut out, num(w.next())?),
+        Some("recv") => {
+            let n = num(w.next())?;
+            let (got, h) = read_all(&mut reader, Some(n))?;
+            ok(got, &h)
+        }
+        _ => match run_local(&line, console) {
+            Some(Ok(a)) => a,
+            Some(Err(e)) => format!("ERR {e}"),
+            None => "ERR unknown command".into(),
+        },
+    };
+    writeln!(out, "{answer}")
+}
+
+/// Serves commands on `port` forever, one connection at a time.
+pub fn serve(port: u16) {
+    let mut console = Console::stdout();
+    let listener = match TcpListener::bind(("0.0.0.0", port)) {
+        Ok(l) => l,
+        Err(e) => {
+            console.error(&format!("serve port {port}"), e);
+            return;
+        }
+    };
+    for stream in listener.incoming().flatten() {
+        if let Err(e) = handle(stream, &mut console) {
+            console.error("serve", e);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fnv_and_pattern_are_fixed() {
+        let mut h = Fnv::new();
+        h.update(b"a");
+        assert_eq!(h.hex(), "af63dc4c8601ec8c");
+        let (mut a, mut b) = (Pattern::new(), Pattern::new());
+        let mut x = [0u8; 13];
+        let mut y = [0u8; 13];
+        a.fill(&mut x);
+        b.fill(&mut y);
+        assert_eq!(x, y);
+        assert_ne!(x, [0u8; 13]);
+    }
+}

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# TCP throughput host->guest and guest->host through virtio-net on a TAP:
+# nimbus-vmm vs QEMU microvm (virtio-net-device, vhost off: no vhost-net
+# here), same kernel, initramfs, command line and TAP, in one run.
+# Prints per-run figures, medians and nimbus/QEMU ratios.
+#
+# usage: scripts/bench/net.sh [RUNS=3] [BYTES=8388608]   (root; images built)
+# env:   NIMBUS_BIN_DIR (default target/release)
+set -euo pipefail
+runs=${1:-3}
+bytes=${2:-8388608}
+here=$(cd "$(dirname "$0")" && pwd)
+bin=${NIMBUS_BIN_DIR:-$here/../../target/release}
+tool="python3 $here/virtio_tool.py"
+images=$("$bin/nimbus" image show --output json)
+field() { python3 -c "import json,sys; print(json.load(sys.stdin)['$1'])" <<<"$images"; }
+kernel=$(field vmlinux); initrd=$(field initramfs)
+base=$("$bin/nimbus" run --print-cmdline)
+ns=nbench$$; tap=nbt0; work=$(mktemp -d)
+cleanup() { ip netns pids "$ns" 2>/dev/null | xargs -r kill 2>/dev/null || true; ip netns del "$ns" 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+ip netns add "$ns"
+ip -n "$ns" link set lo up
+ip -n "$ns" link add br0 type bridge
+ip -n "$ns" addr add 10.78.0.1/24 dev br0
+ip -n "$ns" link set br0 up
+ip -n "$ns" tuntap add "$tap" mode tap vnet_hdr
+ip -n "$ns" link set "$tap" master br0 up
+cmdline="$base nimbus.net=eth0,10.78.0.2/24,gw=10.78.0.1"
+
+run_one() { # $1 = nimbus|qemu
+    local log=$work/$1.console pid
+    if [ "$1" = nimbus ]; then
+        ip netns exec "$ns" timeout 900 "$bin/nimbus-vmm" --kernel "$kernel" --initrd "$initrd" \
+            --memory 128 --nic tap=$tap --cmdline "$cmdline" --serial-output "$log" 2>"$work/$1.err" &
+    else
+        # microvm announces its virtio-mmio devices on the command line itself.
+        ip netns exec "$ns" timeout 900 qemu-system-x86_64 -M microvm -accel kvm -m 128 -nodefaults \
+            -no-user-config -display none -serial "file:$log" -kernel "$kernel" -initrd "$initrd" \
+            -append "$cmdline" -device isa-debug-exit,iobase=0x604,iosize=2 \
+            -netdev tap,id=n0,ifname=$tap,script=no,downscript=no,vhost=off \
+            -device virtio-net-device,netdev=n0 2>"$work/$1.err" &
+    fi
+    pid=$!
+    ip netns exec "$ns" $tool wait 10.78.0.2
+    ip netns exec "$ns" $tool net 10.78.0.2 "$bytes"
+    ip netns exec "$ns" $tool cmd 10.78.0.2 poweroff >/dev/null 2>&1 || true
+    sleep 2; kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true
+}
+
+declare -A h2g g2h
+for vmm in nimbus qemu; do
+    for i in $(seq "$runs"); do
+        read -r a b < <(run_one $vmm)
+        echo "$vmm run $i: host->guest $a MiB/s, guest->host $b MiB/s"
+        h2g[$vmm]+="$a "; g2h[$vmm]+="$b "
+    done
+done
+median() { tr ' ' '\n' | grep . | sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
+for dir in h2g g2h; do
+    declare -n m=$dir
+    n=$(median <<<"${m[nimbus]}"); q=$(median <<<"${m[qemu]}")
+    echo "$dir median: nimbus $n MiB/s, qemu $q MiB/s, ratio $(awk "BEGIN{printf \"%.2f\", $n/$q}")"
+done

@@ -1,0 +1,173 @@
+//! Helpers for the virtio end-to-end tests: run nimbus-vmm with the serial
+//! console in a file and wait for lines, and the agent's data pattern and
+//! checksum (the same as guest-images/agent/src/commands.rs).
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::common;
+
+/// A guest boot takes 1-2 minutes on kvm-pvm hosts, and 5-10 under contention (2 cores).
+pub const BOOT_LIMIT: Duration = Duration::from_secs(900);
+
+/// The kernel command line `nimbus run` would use on this host.
+pub fn base_cmdline() -> String {
+    let mut c = common::nimbus();
+    c.args(["run", "--print-cmdline"]);
+    let out = common::run_with_deadline(c, Duration::from_secs(60));
+    assert_eq!(out.code, Some(0), "{}", out.transcript());
+    out.stdout.trim().to_string()
+}
+
+pub fn vmm_path() -> PathBuf {
+    let p = common::bin_dir().join("nimbus-vmm");
+    assert!(p.is_file(), "{} missing", p.display());
+    p
+}
+
+/// A running nimbus-vmm whose console goes to a file.
+pub struct Guest {
+    pub child: Child,
+    pub console: PathBuf,
+    pub stderr: PathBuf,
+    started: Instant,
+}
+
+impl Guest {
+    /// Starts `command` (a nimbus-vmm invocation, maybe wrapped in `ip netns
+    /// exec`) with `--serial-output` in `dir/name.console`.
+    pub fn start(mut command: Command, dir: &Path, name: &str) -> Guest {
+        let console = dir.join(format!("{name}.console"));
+        let stderr = dir.join(format!("{name}.stderr"));
+        command
+            .arg("--serial-output")
+            .arg(&console)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&stderr).expect("stderr file"));
+        let child = command.spawn().expect("spawn nimbus-vmm");
+        Guest {
+            child,
+            console,
+            stderr,
+            started: Instant::now(),
+        }
+    }
+
+    pub fn console_text(&self) -> String {
+        std::fs::read_to_string(&self.console).unwrap_or_default()
+    }
+
+    pub fn transcript(&self) -> String {
+        format!(
+            "--- console ---\n{}\n--- stderr ---\n{}",
+            self.console_text(),
+            std::fs::read_to_string(&self.stderr).unwrap_or_default()
+        )
+    }
+
+    /// Waits until a console line contains `needle`; returns that line.
+    pub fn wait_for(&mut self, needle: &str) -> String {
+        loop {
+            if let Some(l) = self.console_text().lines().find(|l| l.contains(needle)) {
+                return l.to_string();
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                // One last look: the line may have landed just before exit.
+                if let Some(l) = self.console_text().lines().find(|l| l.contains(needle)) {
+                    return l.to_string();
+                }
+                panic!(
+                    "guest ended ({status}) before printing {needle:?}\n{}",
+                    self.transcript()
+                );
+            }
+            if self.started.elapsed() > BOOT_LIMIT {
+                let _ = self.child.kill();
+                panic!("no {needle:?} after {BOOT_LIMIT:?}\n{}", self.transcript());
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
+    /// Waits for the VMM to exit; returns its exit code.
+    pub fn wait_exit(&mut self) -> Option<i32> {
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            if self.started.elapsed() > BOOT_LIMIT {
+                let _ = self.child.kill();
+                panic!("guest did not end\n{}", self.transcript());
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+}
+
+impl Drop for Guest {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// FNV-1a 64 over `data`, as the agent prints it.
+pub struct Fnv(u64);
+impl Fnv {
+    pub fn new() -> Self {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+    pub fn update(&mut self, data: &[u8]) {
+        for &b in data {
+            self.0 ^= u64::from(b);
+            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    pub fn hex(&self) -> String {
+        format!("{:016x}", self.0)
+    }
+}
+
+/// The agent's data stream (xorshift64, fixed seed).
+pub fn pattern(n: usize) -> Vec<u8> {
+    let mut out = vec![0u8; n];
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    for chunk in out.chunks_mut(8) {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        chunk.copy_from_slice(&state.to_le_bytes()[..chunk.len()]);
+    }
+    out
+}
+
+/// `OK bytes=N fnv=H` for `n` bytes of the pattern.
+pub fn expected_answer(n: usize) -> String {
+    let mut h = Fnv::new();
+    h.update(&pattern(n));
+    format!("OK bytes={n} fnv={}", h.hex())
+}
+
+/// A scratch directory removed at the end of the test.
+pub struct TempDir(pub PathBuf);
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        let p = std::env::temp_dir().join(format!("nimbus-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).expect("temp dir");
+        TempDir(p)
+    }
+}
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if std::env::var_os("NIMBUS_KEEP_TEST_DIR").is_none() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
