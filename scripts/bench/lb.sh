@@ -9,7 +9,7 @@
 # tiny HAProxy HTTP responder and a Python bulk sink. Everything lives in
 # namespaces this script creates and removes on exit.
 #
-# Usage: scripts/bench/lb.sh            (root; RUNS=5 SECONDS_PER_RUN=4)
+# Usage: scripts/bench/lb.sh            (root; RUNS=5 SECONDS_PER_RUN=4 CONNS=50 NETD_BIN=)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -21,8 +21,12 @@ TOOL="python3 scripts/bench/lb_tool.py"
 for t in wrk haproxy python3 ip; do
   command -v "$t" >/dev/null || { echo "lb.sh: $t is missing (scripts/install-deps.sh)" >&2; exit 1; }
 done
-cargo build --release -q -p netd
-NETD="$TARGET/release/nimbus-netd"
+# NETD_BIN=path measures another build (e.g. a saved copy of the previous
+# one, run back to back with this one).
+if [ -n "${NETD_BIN:-}" ]; then NETD=$NETD_BIN; else
+  cargo build --release -q -p netd
+  NETD="$TARGET/release/nimbus-netd"
+fi
 
 P="nbl$$"
 STATE=$(mktemp -d)
@@ -78,10 +82,14 @@ CFG
   ip netns exec "$P-$n" $TOOL sink 5001 &
   PIDS+=($!)
 done
+# Like with like: netd's TCP data path runs one thread per core
+# (netd/src/lb/workers.rs; its main runtime only serves the API, probes and
+# UDP), so HAProxy gets one thread per core too (its own default).
+LB_THREADS=$(nproc)
 cat >"$STATE/lb.cfg" <<CFG
 global
   maxconn 4000
-  nbthread 2
+  nbthread $LB_THREADS
 defaults
   mode tcp
   timeout connect 5s
@@ -104,6 +112,11 @@ backend bulk_pool
 CFG
 ip netns exec "$P-h" haproxy -db -f "$STATE/lb.cfg" >"$STATE/haproxy.log" 2>&1 &
 PIDS+=($!)
+# CPU time each proxy spends per request (user + system, from /proc): less
+# sensitive to the other load on the host than requests/s.
+declare -A PROXY_PID=([nimbus]=${PIDS[0]} [haproxy]=$!)
+TICK=$(getconf CLK_TCK)
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 sleep 2 # bridge ports reach forwarding, servers listen
 
 in_client() { ip netns exec "$P-c" "$@"; }
@@ -120,8 +133,11 @@ for run in $(seq "$RUNS"); do
     for mode in keepalive close; do
       hdr=()
       [ "$mode" = close ] && hdr=(-H "Connection: close")
+      t0=$(ticks "${PROXY_PID[$peer]}")
       read -r rps p50 p99 err < <(in_client wrk -t2 -c"$CONNS" -d"${DUR}s" --latency "${hdr[@]}" "http://$http/" | $TOOL wrk)
+      t1=$(ticks "${PROXY_PID[$peer]}")
       add "$peer.$mode.rps" "$rps"; add "$peer.$mode.p50" "$p50"; add "$peer.$mode.p99" "$p99"; add "$peer.$mode.err" "$err"
+      add "$peer.$mode.cpu" "$(python3 -c "import sys; t,k,r,d=map(float,sys.argv[1:]); print(f'{t*1e6/k/max(r*d,1):.1f}')" "$((t1 - t0))" "$TICK" "$rps" "$DUR")"
     done
     IFS=: read -r ip port <<<"$bulk"
     add "$peer.bulk" "$(in_client $TOOL send "$ip" "$port" "$DUR")"
@@ -132,12 +148,12 @@ done
 med() { $TOOL median ${R[$1]}; }
 ratio() { python3 -c "import sys; a,b=float(sys.argv[1]),float(sys.argv[2]); print(f'{a/b:.2f}' if b else 'n/a')" "$1" "$2"; }
 echo
-echo "nimbus LB vs HAProxy $(haproxy -v | head -1 | awk '{print $3}') (TCP mode, roundrobin), 2 backends, wrk -t2 -c$CONNS -d${DUR}s, medians of $RUNS runs"
+echo "nimbus LB vs HAProxy $(haproxy -v | head -1 | awk '{print $3}') (TCP mode, roundrobin), $LB_THREADS data-path threads each, 2 backends, wrk -t2 -c$CONNS -d${DUR}s, medians of $RUNS runs"
 printf '%-28s %14s %14s %8s\n' "metric" "nimbus" "haproxy" "ratio"
 for mode in keepalive close; do
-  for m in rps p50 p99; do
+  for m in rps p50 p99 cpu; do
     n=$(med "nimbus.$mode.$m"); h=$(med "haproxy.$mode.$m")
-    unit=$([ "$m" = rps ] && echo "req/s" || echo "ms")
+    case $m in rps) unit="req/s" ;; cpu) unit="us/req" ;; *) unit="ms" ;; esac
     printf '%-28s %14s %14s %8s\n' "http-$mode $m ($unit)" "$n" "$h" "$(ratio "$n" "$h")"
   done
   printf '%-28s %14s %14s\n' "http-$mode errors (sum)" \
@@ -145,4 +161,6 @@ for mode in keepalive close; do
 done
 n=$(med nimbus.bulk); h=$(med haproxy.bulk)
 printf '%-28s %14s %14s %8s\n' "bulk TCP (Gbit/s)" "$n" "$h" "$(ratio "$n" "$h")"
-echo "(ratio = nimbus / haproxy: want >= 1.0 for req/s and Gbit/s, <= 1.0 for latency)"
+echo "(ratio = nimbus / haproxy: want >= 1.0 for req/s and Gbit/s, <= 1.0 for latency and CPU)"
+# Every run's values, to judge the spread on a busy host.
+for k in $(printf '%s\n' "${!R[@]}" | sort); do echo "raw $k:${R[$k]}" >&2; done

@@ -12,13 +12,38 @@ use tracing::{info, warn};
 use super::Balancer;
 
 /// Connection and byte counters of a frontend (rule) or a backend.
+///
+/// Sharded by thread: every data-path thread updates its own cache line,
+/// so that counting a relayed chunk does not bounce a line shared with the
+/// other cores; readers add the shards up.
 #[derive(Debug, Default)]
 pub struct Counters {
+    shards: [Shard; SHARDS],
+}
+
+/// Shards per counter set; threads beyond this share shards.
+const SHARDS: usize = 8;
+
+#[derive(Debug, Default)]
+#[repr(align(64))]
+struct Shard {
+    /// Opened minus closed on this shard: wraps below zero when a flow
+    /// closes on another thread than it opened on; the sum is exact.
     active: AtomicU64,
     total: AtomicU64,
     bytes_in: AtomicU64,
     bytes_out: AtomicU64,
     errors: AtomicU64,
+}
+
+/// This thread's shard index.
+fn shard() -> usize {
+    use std::sync::atomic::AtomicUsize;
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static INDEX: usize = NEXT.fetch_add(1, Ordering::Relaxed) % SHARDS;
+    }
+    INDEX.with(|i| *i)
 }
 
 /// A point-in-time copy of [`Counters`].
@@ -37,45 +62,58 @@ pub struct Snapshot {
 }
 
 impl Counters {
+    fn mine(&self) -> &Shard {
+        &self.shards[shard()]
+    }
+
+    fn sum(&self, field: impl Fn(&Shard) -> &AtomicU64) -> u64 {
+        self.shards.iter().fold(0u64, |acc, s| {
+            acc.wrapping_add(field(s).load(Ordering::Relaxed))
+        })
+    }
+
     /// A flow opened.
     pub fn open(&self) {
-        self.active.fetch_add(1, Ordering::Relaxed);
-        self.total.fetch_add(1, Ordering::Relaxed);
+        let s = self.mine();
+        s.active.fetch_add(1, Ordering::Relaxed);
+        s.total.fetch_add(1, Ordering::Relaxed);
     }
 
     /// A flow closed.
     pub fn close(&self) {
-        self.active.fetch_sub(1, Ordering::Relaxed);
+        self.mine().active.fetch_sub(1, Ordering::Relaxed);
     }
 
-    /// Open flows now.
+    /// Open flows now. A reader racing a flow that opened on one shard
+    /// and closed on another can see the sum below zero for a moment:
+    /// that reads as none.
     pub fn active(&self) -> u64 {
-        self.active.load(Ordering::Relaxed)
+        u64::try_from(self.sum(|s| &s.active) as i64).unwrap_or(0)
     }
 
     /// Bytes client -> backend.
     pub fn add_in(&self, n: u64) {
-        self.bytes_in.fetch_add(n, Ordering::Relaxed);
+        self.mine().bytes_in.fetch_add(n, Ordering::Relaxed);
     }
 
     /// Bytes backend -> client.
     pub fn add_out(&self, n: u64) {
-        self.bytes_out.fetch_add(n, Ordering::Relaxed);
+        self.mine().bytes_out.fetch_add(n, Ordering::Relaxed);
     }
 
     /// One error.
     pub fn error(&self) {
-        self.errors.fetch_add(1, Ordering::Relaxed);
+        self.mine().errors.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Copies the counters.
     pub fn snapshot(&self) -> Snapshot {
         Snapshot {
-            active: self.active.load(Ordering::Relaxed),
-            total: self.total.load(Ordering::Relaxed),
-            bytes_in: self.bytes_in.load(Ordering::Relaxed),
-            bytes_out: self.bytes_out.load(Ordering::Relaxed),
-            errors: self.errors.load(Ordering::Relaxed),
+            active: self.active(),
+            total: self.sum(|s| &s.total),
+            bytes_in: self.sum(|s| &s.bytes_in),
+            bytes_out: self.sum(|s| &s.bytes_out),
+            errors: self.sum(|s| &s.errors),
         }
     }
 }
@@ -264,5 +302,37 @@ pub async fn serve(listener: TcpListener, balancer: Arc<Balancer>) -> std::io::R
             let _ = conn.write_all(body.as_bytes()).await;
             let _ = conn.shutdown().await;
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sharded_counters_add_up_across_threads() {
+        let c = Arc::new(Counters::default());
+        c.open();
+        c.add_in(5);
+        let other = c.clone();
+        // A flow that opened here and closes on another thread.
+        std::thread::spawn(move || {
+            other.close();
+            other.add_out(3);
+            other.error();
+        })
+        .join()
+        .unwrap();
+        let want = Snapshot {
+            active: 0,
+            total: 1,
+            bytes_in: 5,
+            bytes_out: 3,
+            errors: 1,
+        };
+        assert_eq!(c.snapshot(), want);
+        // A close seen before its open reads as no flows, not 2^64 - 1.
+        c.close();
+        assert_eq!(c.active(), 0);
     }
 }

@@ -1,5 +1,7 @@
 //! The load balancer's data path: a userspace L4 proxy inside netd's
-//! process, on netd's tokio runtime.
+//! process. TCP runs on one single-threaded runtime per core, all
+//! accepting on the rule's listener ([`workers`], HAProxy's model); UDP,
+//! probes and the metrics endpoint run on netd's main runtime.
 //!
 //! [`Balancer::reconcile`] makes the running listeners, pools and probes
 //! match the committed state after every change (and at start); the
@@ -44,10 +46,11 @@ pub mod proxy_header;
 pub mod select;
 mod tcp;
 mod udp;
+pub mod workers;
 
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, SocketAddrV4};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -93,8 +96,11 @@ pub struct RuleRuntime {
     /// Frontend counters.
     pub counters: Counters,
     pool: RwLock<Arc<Pool>>,
+    /// Bumped after every pool swap, so that accept loops can keep their
+    /// own copy of the pool and look at the lock only when it changed.
+    pool_generation: AtomicU64,
     stop: watch::Sender<bool>,
-    task: Mutex<Option<JoinHandle<()>>>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl RuleRuntime {
@@ -109,12 +115,13 @@ impl RuleRuntime {
     fn set_pool(&self, pool: Pool) {
         let mut slot = self.pool.write().unwrap_or_else(|e| e.into_inner());
         *slot = Arc::new(pool);
+        self.pool_generation.fetch_add(1, Ordering::Release);
     }
 
     fn shutdown(&self) {
         let _ = self.stop.send(true);
-        if let Ok(mut t) = self.task.lock() {
-            if let Some(t) = t.take() {
+        if let Ok(mut tasks) = self.tasks.lock() {
+            for t in tasks.drain(..) {
                 t.abort();
             }
         }
@@ -137,16 +144,19 @@ struct Inner {
 }
 
 /// All running load balancers.
-#[derive(Default)]
 pub struct Balancer {
     inner: Mutex<Inner>,
+    workers: workers::Workers,
 }
 
 fn bind_error(frontend: SocketAddrV4, e: std::io::Error) -> NetError {
     NetError::host(format!("listening on the frontend {frontend}"), e)
 }
 
-fn tcp_listener(addr: SocketAddrV4) -> std::io::Result<tokio::net::TcpListener> {
+/// A rule's listener. Bound here, so that a bind failure fails the
+/// change; every data-path thread accepts on its own duplicate of it and
+/// registers that with its runtime ([`tcp::serve`]).
+fn tcp_listener(addr: SocketAddrV4) -> std::io::Result<std::net::TcpListener> {
     use socket2::{Domain, Socket, Type};
     let s = Socket::new(Domain::IPV4, Type::STREAM, None)?;
     s.set_reuse_address(true)?;
@@ -155,7 +165,7 @@ fn tcp_listener(addr: SocketAddrV4) -> std::io::Result<tokio::net::TcpListener> 
     s.set_nonblocking(true)?;
     s.bind(&SocketAddr::V4(addr).into())?;
     s.listen(4096)?;
-    tokio::net::TcpListener::from_std(s.into())
+    Ok(s.into())
 }
 
 fn udp_socket(addr: SocketAddrV4) -> std::io::Result<tokio::net::UdpSocket> {
@@ -168,9 +178,13 @@ fn udp_socket(addr: SocketAddrV4) -> std::io::Result<tokio::net::UdpSocket> {
 }
 
 impl Balancer {
-    /// No load balancers yet.
+    /// No load balancers yet; the TCP data path's threads (one per core,
+    /// [`workers`]) are started and idle.
     pub fn new() -> Arc<Self> {
-        Arc::new(Balancer::default())
+        Arc::new(Balancer {
+            inner: Mutex::default(),
+            workers: workers::Workers::per_core(),
+        })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -367,21 +381,38 @@ impl Balancer {
             settings,
             counters: Counters::default(),
             pool: RwLock::new(Arc::new(Pool::new(members))),
+            pool_generation: AtomicU64::new(0),
             stop,
-            task: Mutex::new(None),
+            tasks: Mutex::new(Vec::new()),
         });
-        let task = match rt.settings.protocol {
+        let tasks = match rt.settings.protocol {
             LbProtocol::Tcp => {
-                let l = tcp_listener(frontend).map_err(|e| bind_error(frontend, e))?;
-                tokio::spawn(tcp::serve(rt.clone(), l, stop_rx))
+                // One listening socket that every thread accepts on
+                // (rather than one SO_REUSEPORT socket each): whichever
+                // thread is free takes the next connection, as with
+                // HAProxy's shared listener, instead of a hash sending it
+                // to a busy one. Duplicated before any starts, so that a
+                // failure leaves nothing behind.
+                let handles = self.workers.handles();
+                let listener = tcp_listener(frontend).map_err(|e| bind_error(frontend, e))?;
+                let mut listeners = Vec::with_capacity(handles.len());
+                for _ in &handles {
+                    listeners.push(listener.try_clone().map_err(|e| bind_error(frontend, e))?);
+                }
+                drop(listener);
+                handles
+                    .iter()
+                    .zip(listeners)
+                    .map(|(h, l)| h.spawn(tcp::serve(rt.clone(), l)))
+                    .collect()
             }
             LbProtocol::Udp => {
                 let s = udp_socket(frontend).map_err(|e| bind_error(frontend, e))?;
-                tokio::spawn(udp::serve(rt.clone(), Arc::new(s), stop_rx))
+                vec![tokio::spawn(udp::serve(rt.clone(), Arc::new(s), stop_rx))]
             }
         };
-        if let Ok(mut t) = rt.task.lock() {
-            *t = Some(task);
+        if let Ok(mut t) = rt.tasks.lock() {
+            *t = tasks;
         }
         info!(lb = %rt.lb, rule = %rt.rule, %frontend, protocol = %rt.settings.protocol, "rule listening");
         Ok(rt)

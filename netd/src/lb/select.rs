@@ -111,29 +111,30 @@ impl Pool {
 
     /// Picks a member for `flow`, skipping those in `exclude` (members a
     /// connection attempt just failed on). None when nothing is eligible.
+    /// Allocates nothing unless a hash's first choice is unavailable.
     pub fn pick(&self, algorithm: Algorithm, flow: &Flow, exclude: &[usize]) -> Option<usize> {
-        let eligible: Vec<bool> = self
-            .members
-            .iter()
-            .enumerate()
-            .map(|(i, b)| b.available() && !exclude.contains(&i))
-            .collect();
-        if !eligible.iter().any(|e| *e) {
-            return None;
-        }
+        let eligible = |i: usize| self.members[i].available() && !exclude.contains(&i);
+        let n = self.members.len();
         match algorithm {
             Algorithm::FiveTuple | Algorithm::SourceIp | Algorithm::SourceIpProtocol => {
                 let h = flow.hash(algorithm);
                 let first = self.primary.lookup(h)?;
-                if eligible.get(first).copied().unwrap_or(false) {
+                if first < n && eligible(first) {
                     return Some(first);
+                }
+                let eligible: Vec<bool> = (0..n).map(eligible).collect();
+                if !eligible.contains(&true) {
+                    return None;
                 }
                 self.fallback_pick(&eligible, h)
             }
             Algorithm::RoundRobin => {
-                let candidates: Vec<usize> = (0..eligible.len()).filter(|i| eligible[*i]).collect();
-                let n = self.rr.fetch_add(1, Ordering::Relaxed);
-                candidates.get(n % candidates.len()).copied()
+                let count = (0..n).filter(|i| eligible(*i)).count();
+                if count == 0 {
+                    return None;
+                }
+                let k = self.rr.fetch_add(1, Ordering::Relaxed) % count;
+                (0..n).filter(|i| eligible(*i)).nth(k)
             }
             Algorithm::WeightedRoundRobin => {
                 // nginx's smooth weighted round robin: exact proportions,
@@ -142,7 +143,7 @@ impl Pool {
                 let mut total = 0i64;
                 let mut best: Option<usize> = None;
                 for (i, b) in self.members.iter().enumerate() {
-                    if !eligible[i] {
+                    if !eligible(i) {
                         continue;
                     }
                     let w = i64::from(b.weight);
@@ -160,12 +161,14 @@ impl Pool {
             Algorithm::LeastConnections => {
                 // Fewest active flows per unit of weight; ties go round
                 // robin so that an idle pool still spreads.
-                let n = self.members.len();
+                if n == 0 {
+                    return None;
+                }
                 let start = self.rr.fetch_add(1, Ordering::Relaxed) % n;
                 let mut best: Option<(usize, u64, u64)> = None;
                 for k in 0..n {
                     let i = (start + k) % n;
-                    if !eligible[i] {
+                    if !eligible(i) {
                         continue;
                     }
                     let b = &self.members[i];

@@ -4,19 +4,24 @@
 //! a PROXY v2 header, then relay both ways until both sides are done, the
 //! flow is idle for the rule's idle timeout, or the rule goes away.
 
+use std::cell::RefCell;
+use std::future::poll_fn;
+use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tracing::{debug, warn};
 
 use super::metrics::{Counters, OpenFlow};
 use super::proxy_header::{self, Transport};
-use super::select::Flow;
+use super::select::{Flow, Pool};
 use super::RuleRuntime;
 
 /// Longest wait for a backend's SYN-ACK before trying another backend.
@@ -24,35 +29,98 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Relay buffer per direction: large enough for bulk streams, small
 /// enough for many thousands of idle connections.
 const BUFFER: usize = 32 * 1024;
+/// Relay buffers a thread keeps for reuse (1 MiB per thread at most).
+const SPARE_BUFFERS: usize = 32;
 
-/// Accepts connections until the task is aborted.
-pub async fn serve(rule: Arc<RuleRuntime>, listener: TcpListener, stop: watch::Receiver<bool>) {
+thread_local! {
+    /// Relay buffers of closed connections, reused by the next ones on
+    /// the same thread instead of allocating and zeroing 64 KiB each.
+    static SPARE: RefCell<Vec<Box<[u8]>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A relay buffer, returned to the thread's spares when dropped.
+struct Buffer(Box<[u8]>);
+
+impl Buffer {
+    fn get() -> Self {
+        let spare = SPARE.with(|s| s.borrow_mut().pop());
+        Buffer(spare.unwrap_or_else(|| vec![0u8; BUFFER].into_boxed_slice()))
+    }
+}
+
+impl Drop for Buffer {
+    fn drop(&mut self) {
+        let buf = std::mem::take(&mut self.0);
+        SPARE.with(|s| {
+            let mut s = s.borrow_mut();
+            if s.len() < SPARE_BUFFERS {
+                s.push(buf);
+            }
+        });
+    }
+}
+
+/// What a thread's connections share: the rule and this thread's copy of
+/// its pool, behind one reference count that only this thread touches.
+struct Local {
+    rule: Arc<RuleRuntime>,
+    pool: Arc<Pool>,
+    /// Ends when the accept loop's sender is dropped, i.e. when the loop
+    /// is aborted (rule stopped). A channel of this thread's own keeps
+    /// connections off the rule's, whose lock both threads would otherwise
+    /// take on every wake-up.
+    stop: watch::Receiver<bool>,
+}
+
+/// Accepts connections until the task is aborted. Runs on one data-path
+/// thread; the connections it accepts stay there.
+pub async fn serve(rule: Arc<RuleRuntime>, listener: std::net::TcpListener) {
+    let listener = match TcpListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            warn!(error = %e, frontend = %rule.frontend, "registering the listener failed");
+            return;
+        }
+    };
+    // Never sent on; dropped with this future.
+    let (_stop, stop) = watch::channel(false);
+    let mut generation = rule.pool_generation.load(Ordering::Acquire);
+    let mut local = Arc::new(Local {
+        pool: rule.pool(),
+        rule,
+        stop,
+    });
     loop {
         match listener.accept().await {
             Ok((client, peer)) => {
-                let rule = rule.clone();
-                let stop = stop.clone();
-                tokio::spawn(async move { handle(rule, client, peer, stop).await });
+                let now = local.rule.pool_generation.load(Ordering::Acquire);
+                if now != generation {
+                    // The pool was swapped: a new copy for new flows; the
+                    // open ones keep theirs.
+                    generation = now;
+                    local = Arc::new(Local {
+                        rule: local.rule.clone(),
+                        pool: local.rule.pool(),
+                        stop: local.stop.clone(),
+                    });
+                }
+                let local = local.clone();
+                tokio::spawn(async move { handle(&local, client, peer).await });
             }
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning.
-                warn!(error = %e, frontend = %rule.frontend, "accept failed");
+                warn!(error = %e, frontend = %local.rule.frontend, "accept failed");
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
     }
 }
 
-async fn handle(
-    rule: Arc<RuleRuntime>,
-    client: TcpStream,
-    peer: SocketAddr,
-    stop: watch::Receiver<bool>,
-) {
+async fn handle(local: &Local, client: TcpStream, peer: SocketAddr) {
+    let Local { rule, pool, stop } = local;
     let _ = client.set_nodelay(true);
     rule.counters.open();
     let _front = OpenFlow(&rule.counters);
-    let pool = rule.pool();
     let flow = Flow {
         src: peer,
         dst: rule.frontend.into(),
@@ -76,7 +144,7 @@ async fn handle(
         b.counters.error();
         tried.push(i);
     };
-    let backend = pool.members[index].clone();
+    let backend = &pool.members[index];
     backend.counters.open();
     let _back = OpenFlow(&backend.counters);
     let _ = upstream.set_nodelay(true);
@@ -94,7 +162,7 @@ async fn handle(
         idle,
         &rule.counters,
         &backend.counters,
-        stop,
+        stop.clone(),
     )
     .await
     {
@@ -106,24 +174,39 @@ async fn handle(
 /// Copies both ways; returns when both directions finished (each end's
 /// FIN passed on), on idle timeout, or when `stop` turns true.
 async fn relay(
-    client: TcpStream,
-    backend: TcpStream,
+    mut client: TcpStream,
+    mut backend: TcpStream,
     idle: Duration,
     front: &Counters,
     back: &Counters,
     mut stop: watch::Receiver<bool>,
-) -> std::io::Result<()> {
+) -> io::Result<()> {
     let start = Instant::now();
     let last = AtomicU64::new(0);
-    let (mut cr, mut cw) = client.into_split();
-    let (mut br, mut bw) = backend.into_split();
-    let up = pump(&mut cr, &mut bw, &last, start, |n| {
-        front.add_in(n);
-        back.add_in(n);
-    });
-    let down = pump(&mut br, &mut cw, &last, start, |n| {
-        front.add_out(n);
-        back.add_out(n);
+    let mut up = Pipe::new();
+    let mut down = Pipe::new();
+    // Both directions in one future, polled in place: no task, lock or
+    // channel between them.
+    let copy = poll_fn(|cx| {
+        let mut moved = false;
+        let other = down.done;
+        let up_done = up.poll_copy(cx, &mut client, &mut backend, other, &mut moved, |n| {
+            front.add_in(n);
+            back.add_in(n);
+        })?;
+        let other = up.done;
+        let down_done = down.poll_copy(cx, &mut backend, &mut client, other, &mut moved, |n| {
+            front.add_out(n);
+            back.add_out(n);
+        })?;
+        if moved {
+            last.store(start.elapsed().as_millis() as u64, Ordering::Relaxed);
+        }
+        if up_done.is_ready() && down_done.is_ready() {
+            Poll::Ready(Ok::<(), io::Error>(()))
+        } else {
+            Poll::Pending
+        }
     });
     let watchdog = async {
         loop {
@@ -137,33 +220,179 @@ async fn relay(
         }
     };
     tokio::select! {
-        r = async { tokio::try_join!(up, down) } => r.map(|_| ()),
+        biased;
+        r = copy => r,
         () = watchdog => Ok(()),
         _ = stop.wait_for(|s| *s) => Ok(()),
     }
 }
 
-async fn pump<R, W>(
-    r: &mut R,
-    w: &mut W,
-    last: &AtomicU64,
-    start: Instant,
-    count: impl Fn(u64),
-) -> std::io::Result<()>
-where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
-{
-    let mut buf = vec![0u8; BUFFER];
-    loop {
-        let n = r.read(&mut buf).await?;
-        if n == 0 {
-            // Pass the half-close on; the other direction may go on.
-            let _ = w.shutdown().await;
-            return Ok(());
+/// One direction of a relay: read into the buffer, write it all out, and
+/// pass the reader's FIN on as a write shutdown.
+struct Pipe {
+    buf: Option<Buffer>,
+    pos: usize,
+    end: usize,
+    eof: bool,
+    done: bool,
+}
+
+impl Pipe {
+    fn new() -> Self {
+        Pipe {
+            buf: None,
+            pos: 0,
+            end: 0,
+            eof: false,
+            done: false,
         }
-        w.write_all(&buf[..n]).await?;
-        count(n as u64);
-        last.store(start.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// Ready(Ok) once this direction is finished. `moved` is set when
+    /// bytes went through. `last` says the other direction is finished,
+    /// so both sockets are about to be closed.
+    fn poll_copy(
+        &mut self,
+        cx: &mut Context<'_>,
+        r: &mut TcpStream,
+        w: &mut TcpStream,
+        last: bool,
+        moved: &mut bool,
+        count: impl Fn(u64),
+    ) -> Poll<io::Result<()>> {
+        if self.done {
+            return Poll::Ready(Ok(()));
+        }
+        loop {
+            if self.pos == self.end && !self.eof {
+                // Taken only when there is something to carry, and given
+                // back when drained: idle keep-alive connections hold none.
+                let buf = self.buf.get_or_insert_with(Buffer::get);
+                let mut rb = ReadBuf::new(&mut buf.0);
+                match Pin::new(&mut *r).poll_read(cx, &mut rb) {
+                    Poll::Pending => {
+                        self.buf = None;
+                        return Poll::Pending;
+                    }
+                    Poll::Ready(res) => res?,
+                }
+                let n = rb.filled().len();
+                if n == 0 {
+                    self.eof = true;
+                    self.buf = None;
+                } else {
+                    self.pos = 0;
+                    self.end = n;
+                }
+            }
+            while self.pos < self.end {
+                let Some(buf) = &self.buf else { break };
+                let n = ready!(Pin::new(&mut *w).poll_write(cx, &buf.0[self.pos..self.end]))?;
+                if n == 0 {
+                    return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+                }
+                self.pos += n;
+                count(n as u64);
+                *moved = true;
+            }
+            if self.eof {
+                // Pass the half-close on; the other direction may go on.
+                // When it is already over, the close that follows sends
+                // the FIN (`w` has nothing unread: its reader saw EOF), so
+                // the shutdown would be one syscall per flow for nothing.
+                if !last {
+                    let _ = ready!(Pin::new(&mut *w).poll_shutdown(cx));
+                }
+                self.done = true;
+                return Poll::Ready(Ok(()));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    /// Both ends of one loopback connection.
+    async fn pair() -> (TcpStream, TcpStream) {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let a = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+        let (b, _) = l.accept().await.unwrap();
+        (a, b)
+    }
+
+    #[tokio::test]
+    async fn relay_passes_a_half_close_on_and_counts_bytes() {
+        let (mut client, front_end) = pair().await;
+        let (back_end, mut backend) = pair().await;
+        let (front, back) = (Counters::default(), Counters::default());
+        let (_stop, stop) = watch::channel(false);
+        let big = vec![7u8; 200_000];
+        let peers = async {
+            client.write_all(b"request").await.unwrap();
+            client.shutdown().await.unwrap();
+            let mut got = Vec::new();
+            backend.read_to_end(&mut got).await.unwrap();
+            assert_eq!(got, b"request");
+            // The backend answers after the client's half-close.
+            backend.write_all(&big).await.unwrap();
+            drop(backend);
+            let mut answer = Vec::new();
+            client.read_to_end(&mut answer).await.unwrap();
+            assert_eq!(answer, big);
+        };
+        let relay = relay(
+            front_end,
+            back_end,
+            Duration::from_secs(30),
+            &front,
+            &back,
+            stop,
+        );
+        let (r, ()) = tokio::join!(relay, peers);
+        r.unwrap();
+        for c in [&front, &back] {
+            assert_eq!(c.snapshot().bytes_in, 7);
+            assert_eq!(c.snapshot().bytes_out, 200_000);
+        }
+    }
+
+    #[tokio::test]
+    async fn relay_ends_when_idle_or_stopped() {
+        let (_client, front_end) = pair().await;
+        let (back_end, _backend) = pair().await;
+        let (front, back) = (Counters::default(), Counters::default());
+        let (_stop, stop) = watch::channel(false);
+        let idle = relay(
+            front_end,
+            back_end,
+            Duration::from_millis(100),
+            &front,
+            &back,
+            stop,
+        );
+        tokio::time::timeout(Duration::from_secs(5), idle)
+            .await
+            .expect("idle timeout")
+            .unwrap();
+
+        let (_client, front_end) = pair().await;
+        let (back_end, _backend) = pair().await;
+        let (stop_tx, stop) = watch::channel(false);
+        let stopped = relay(
+            front_end,
+            back_end,
+            Duration::from_secs(30),
+            &front,
+            &back,
+            stop,
+        );
+        drop(stop_tx);
+        tokio::time::timeout(Duration::from_secs(5), stopped)
+            .await
+            .expect("ended by the accept loop going away")
+            .unwrap();
     }
 }
