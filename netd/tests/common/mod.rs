@@ -109,6 +109,9 @@ impl World {
 
     /// Starts (or restarts) netd and waits until its socket answers.
     pub fn start_netd(&mut self) {
+        // A restart replaces the running daemon; without this the old child
+        // would be forgotten here and outlive the test.
+        self.kill_netd();
         let socket = self.socket();
         let _ = std::fs::remove_file(&socket);
         let log = std::fs::File::create(self.state_dir.with_extension("log")).expect("log file");
