@@ -52,14 +52,9 @@ pub struct RunArgs {
     /// Write the guest's serial console to this file instead of the terminal.
     #[arg(long, value_name = "FILE")]
     serial_output: Option<PathBuf>,
-    /// A virtio-blk disk, passed to nimbus-vmm:
-    /// PATH[,ro][,id=SERIAL][,bw=BYTES_PER_S][,iops=N]. Repeatable.
-    #[arg(long, value_name = "SPEC")]
-    disk: Vec<String>,
-    /// A virtio-net NIC on an existing TAP, passed to nimbus-vmm:
-    /// tap=NAME[,mac=MAC][,bw=..][,pps=..]. Repeatable.
-    #[arg(long, value_name = "SPEC")]
-    nic: Vec<String>,
+    /// Passed to nimbus-vmm unchanged once they parse.
+    #[command(flatten)]
+    devices: vmm::device_options::DeviceArgs,
     #[command(flatten)]
     images: ImageLocation,
 }
@@ -86,23 +81,20 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
             let set = ensure_built(&args.images)?;
             (
                 set.vmlinux(),
-                Some(args.initrd.unwrap_or_else(|| set.initramfs())),
+                // --shell needs busybox, which only the full initramfs has.
+                Some(args.initrd.unwrap_or_else(|| {
+                    if args.shell {
+                        set.initramfs_full()
+                    } else {
+                        set.initramfs()
+                    }
+                })),
             )
         }
     };
-    let parsed_disks: Result<Vec<_>, _> = args
-        .disk
-        .iter()
-        .map(|d| vmm::device_options::parse_disk(d))
-        .collect();
-    let parsed_nics: Result<Vec<_>, _> = args
-        .nic
-        .iter()
-        .map(|n| vmm::device_options::parse_nic(n, "nimbus"))
-        .collect();
-    let (disks, nics) = match (parsed_disks, parsed_nics) {
-        (Ok(d), Ok(n)) => (d, n),
-        (Err(e), _) | (_, Err(e)) => return Ok(invalid(&e)),
+    let (disks, nics) = match args.devices.parse("nimbus") {
+        Ok(parsed) => parsed,
+        Err(e) => return Ok(invalid(&e)),
     };
     let config = vmm::config::VmConfig {
         disks,
@@ -119,7 +111,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     if let Err(err) = config.validate() {
         return Ok(invalid(&err));
     }
-    spawn_vmm(&config, &args.disk, &args.nic)
+    spawn_vmm(&config, &args.devices.disk, &args.devices.nic)
 }
 
 fn invalid(err: &dyn std::fmt::Display) -> ExitCode {

@@ -6,6 +6,8 @@
 
 use std::path::PathBuf;
 
+use clap::Args;
+
 use devices::virtio::block::BlockConfig;
 use devices::virtio::net::{MacAddr, NetConfig};
 
@@ -33,6 +35,37 @@ fn rate(option: &'static str, value: &str, key: &str, v: &str) -> Result<u64, Op
 }
 
 /// Parses `PATH[,ro][,id=SERIAL][,bw=BYTES_PER_S][,iops=N]`.
+/// The `--disk` and `--nic` options, shared by `nimbus run` and
+/// `nimbus-vmm` so both accept and check the same specs.
+#[derive(Args, Debug, Clone, Default)]
+pub struct DeviceArgs {
+    /// A virtio-blk disk: PATH[,ro][,id=SERIAL][,bw=BYTES_PER_S][,iops=N].
+    /// Repeatable: /dev/vda, /dev/vdb, ... in order.
+    #[arg(long, value_name = "SPEC")]
+    pub disk: Vec<String>,
+    /// A virtio-net NIC on an existing TAP: tap=NAME[,mac=MAC][,bw=..][,pps=..].
+    /// Repeatable: eth0, eth1, ... in order.
+    #[arg(long, value_name = "SPEC")]
+    pub nic: Vec<String>,
+}
+
+impl DeviceArgs {
+    /// Parses every spec; default MACs derive from `vm_name`.
+    pub fn parse(&self, vm_name: &str) -> Result<(Vec<BlockConfig>, Vec<NetConfig>), OptionError> {
+        let disks = self
+            .disk
+            .iter()
+            .map(|d| parse_disk(d))
+            .collect::<Result<Vec<_>, _>>()?;
+        let nics = self
+            .nic
+            .iter()
+            .map(|n| parse_nic(n, vm_name))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((disks, nics))
+    }
+}
+
 pub fn parse_disk(value: &str) -> Result<BlockConfig, OptionError> {
     let err = |reason: String| OptionError {
         option: "--disk",

@@ -31,14 +31,8 @@ struct Args {
     /// Write the serial console to FILE instead of stdout.
     #[arg(long, value_name = "FILE")]
     serial_output: Option<PathBuf>,
-    /// A virtio-blk disk: PATH[,ro][,id=SERIAL][,bw=BYTES_PER_S][,iops=N].
-    /// Repeatable: /dev/vda, /dev/vdb, ... in order.
-    #[arg(long, value_name = "SPEC")]
-    disk: Vec<String>,
-    /// A virtio-net NIC on an existing TAP: tap=NAME[,mac=MAC][,bw=..][,pps=..].
-    /// Repeatable: eth0, eth1, ... in order.
-    #[arg(long, value_name = "SPEC")]
-    nic: Vec<String>,
+    #[command(flatten)]
+    devices: vmm::device_options::DeviceArgs,
     /// VM name; default MACs are derived from it and the TAP name.
     #[arg(long, default_value = "nimbus")]
     name: String,
@@ -47,18 +41,7 @@ struct Args {
 fn config_from(args: Args) -> Result<VmConfig, String> {
     let vcpus =
         u8::try_from(args.cpus).map_err(|_| vmm::ConfigError::Vcpus(args.cpus).to_string())?;
-    let disks = args
-        .disk
-        .iter()
-        .map(|d| vmm::device_options::parse_disk(d))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| e.to_string())?;
-    let nics = args
-        .nic
-        .iter()
-        .map(|n| vmm::device_options::parse_nic(n, &args.name))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| e.to_string())?;
+    let (disks, nics) = args.devices.parse(&args.name).map_err(|e| e.to_string())?;
     Ok(VmConfig {
         kernel: args.kernel,
         initrd: args.initrd,
