@@ -10,23 +10,9 @@ set -euo pipefail
 runs=${1:-3}
 bytes=${2:-8388608}
 here=$(cd "$(dirname "$0")" && pwd)
-bin=${NIMBUS_BIN_DIR:-$here/../../target/release}
-tool="python3 $here/virtio_tool.py"
-images=$("$bin/nimbus" image show --output json)
-field() { python3 -c "import json,sys; print(json.load(sys.stdin)['$1'])" <<<"$images"; }
-kernel=$(field vmlinux); initrd=$(field initramfs)
-base=$("$bin/nimbus" run --print-cmdline)
-ns=nbench$$; tap=nbt0; work=$(mktemp -d)
-cleanup() { ip netns pids "$ns" 2>/dev/null | xargs -r kill 2>/dev/null || true; ip netns del "$ns" 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
-ip netns add "$ns"
-ip -n "$ns" link set lo up
-ip -n "$ns" link add br0 type bridge
-ip -n "$ns" addr add 10.78.0.1/24 dev br0
-ip -n "$ns" link set br0 up
-ip -n "$ns" tuntap add "$tap" mode tap vnet_hdr
-ip -n "$ns" link set "$tap" master br0 up
-cmdline="$base nimbus.net=eth0,10.78.0.2/24,gw=10.78.0.1"
+ns=nbench$$; tap=nbt0; subnet=10.78.0
+# shellcheck source=virtio_env.sh
+source "$here/virtio_env.sh"
 
 run_one() { # $1 = nimbus|qemu
     local log=$work/$1.console pid
