@@ -13,7 +13,9 @@ use std::sync::Arc;
 use virtio_queue::{Queue, QueueT};
 use vmm_sys_util::eventfd::EventFd;
 
-use super::{status, ActivateContext, GuestMemory, Interrupt, VirtioDevice, F_VERSION_1};
+use super::{
+    status, ActivateContext, GuestMemory, Interrupt, VirtioDevice, F_RING_EVENT_IDX, F_VERSION_1,
+};
 use super::{INT_CONFIG, INT_VRING};
 use crate::mmio_bus::MmioDevice;
 
@@ -232,10 +234,11 @@ impl MmioTransport {
                 self.needs_reset();
                 return;
             }
-            let Ok(copy) = Queue::try_from(q.state()) else {
+            let Ok(mut copy) = Queue::try_from(q.state()) else {
                 self.needs_reset();
                 return;
             };
+            copy.set_event_idx(self.acked_features & F_RING_EVENT_IDX != 0);
             queues.push(copy);
             match self.queue_events[i].try_clone() {
                 Ok(e) => events.push(e),

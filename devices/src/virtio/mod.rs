@@ -31,6 +31,10 @@ pub const TYPE_BLOCK: u32 = 2;
 
 /// VIRTIO_F_VERSION_1: the modern interface; required by this transport.
 pub const F_VERSION_1: u64 = 1 << 32;
+/// VIRTIO_F_RING_EVENT_IDX: the driver and device tell each other, through
+/// the rings, up to which index they want to be notified. A device offers it
+/// only if its queue loops re-arm notifications (`enable_notification`).
+pub const F_RING_EVENT_IDX: u64 = 1 << 29;
 
 /// Device status bits (virtio 1.2, 2.1).
 pub mod status {

@@ -8,7 +8,9 @@ use super::event_handler::BlockWorker;
 use super::request::{ID_BYTES, SECTOR_SIZE};
 use crate::virtio::rate_limiter::RateLimiter;
 use crate::virtio::worker::Worker;
-use crate::virtio::{read_config_bytes, ActivateContext, ActivateError, VirtioDevice, TYPE_BLOCK};
+use crate::virtio::{
+    read_config_bytes, ActivateContext, ActivateError, VirtioDevice, F_RING_EVENT_IDX, TYPE_BLOCK,
+};
 
 /// VIRTIO_BLK_F_SEG_MAX: `seg_max` is valid.
 pub const F_SEG_MAX: u64 = 1 << 2;
@@ -152,7 +154,7 @@ impl VirtioDevice for Block {
 
     fn features(&self) -> u64 {
         let ro = if self.config.read_only { F_RO } else { 0 };
-        F_SEG_MAX | F_BLK_SIZE | F_FLUSH | ro
+        F_SEG_MAX | F_BLK_SIZE | F_FLUSH | F_RING_EVENT_IDX | ro
     }
 
     fn queue_max_sizes(&self) -> &[u16] {

@@ -98,21 +98,39 @@ impl BlockWorker {
     fn process_queue(&mut self) -> Option<Instant> {
         let mut used = false;
         let mut resume = None;
-        while let Some(chain) = self.queue.pop_descriptor_chain(&self.mem) {
-            let head = chain.head_index();
-            let descs: Vec<Descriptor> = chain.collect();
-            let (len, bytes) = self.handle(&descs);
-            if let Err(e) = self.queue.add_used(&self.mem, head, len) {
-                tracing::warn!("virtio-blk: add_used: {e}; device needs reset");
+        'drain: loop {
+            // Without EVENT_IDX this sets VRING_USED_F_NO_NOTIFY: the driver
+            // need not kick while this loop is still draining.
+            if self.queue.disable_notification(&self.mem).is_err() {
                 self.interrupt.device_broken();
                 return None;
             }
-            used = true;
-            if self.limiter.is_limited() {
-                let wait = self.limiter.consume(bytes);
-                if wait > Duration::ZERO {
-                    resume = Some(Instant::now() + wait);
-                    break;
+            while let Some(chain) = self.queue.pop_descriptor_chain(&self.mem) {
+                let head = chain.head_index();
+                let descs: Vec<Descriptor> = chain.collect();
+                let (len, bytes) = self.handle(&descs);
+                if let Err(e) = self.queue.add_used(&self.mem, head, len) {
+                    tracing::warn!("virtio-blk: add_used: {e}; device needs reset");
+                    self.interrupt.device_broken();
+                    return None;
+                }
+                used = true;
+                if self.limiter.is_limited() {
+                    let wait = self.limiter.consume(bytes);
+                    if wait > Duration::ZERO {
+                        resume = Some(Instant::now() + wait);
+                        break 'drain;
+                    }
+                }
+            }
+            // Re-arm the driver's kicks; requests that raced in are taken
+            // now rather than waiting for a kick that will not come.
+            match self.queue.enable_notification(&self.mem) {
+                Ok(true) => continue,
+                Ok(false) => break,
+                Err(_) => {
+                    self.interrupt.device_broken();
+                    return None;
                 }
             }
         }

@@ -8,7 +8,9 @@ use super::event_handler::NetWorker;
 use super::tap::{offload, Tap, TapError};
 use crate::virtio::rate_limiter::RateLimiter;
 use crate::virtio::worker::Worker;
-use crate::virtio::{read_config_bytes, ActivateContext, ActivateError, VirtioDevice, TYPE_NET};
+use crate::virtio::{
+    read_config_bytes, ActivateContext, ActivateError, VirtioDevice, F_RING_EVENT_IDX, TYPE_NET,
+};
 
 /// Feature bits (virtio 1.2, 5.1.3).
 pub mod features {
@@ -22,6 +24,7 @@ pub mod features {
     pub const HOST_TSO4: u64 = 1 << 11;
     pub const HOST_TSO6: u64 = 1 << 12;
     pub const HOST_ECN: u64 = 1 << 13;
+    pub const MRG_RXBUF: u64 = 1 << 15;
 }
 
 /// Size of each queue (RX = 0, TX = 1).
@@ -160,6 +163,8 @@ impl VirtioDevice for Net {
             | HOST_TSO4
             | HOST_TSO6
             | HOST_ECN
+            | MRG_RXBUF
+            | F_RING_EVENT_IDX
     }
 
     fn queue_max_sizes(&self) -> &[u16] {
@@ -195,6 +200,7 @@ impl VirtioDevice for Net {
             ctx.interrupt,
             tap,
             RateLimiter::new(self.config.bandwidth, self.config.pps),
+            ctx.acked_features & features::MRG_RXBUF != 0,
         );
         let name: String = format!("virtio-net {}", self.config.tap)
             .chars()
