@@ -13,12 +13,11 @@ pub fn vcpu_kick_signal() -> i32 {
     SIGRTMIN()
 }
 
-extern "C" fn noop_handler(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {}
-
-/// Installs a do-nothing handler for the kick signal, so that it interrupts
-/// KVM_RUN (EINTR) instead of killing the process.
+/// Installs the kick signal's handler, so that it interrupts KVM_RUN
+/// (EINTR, and `immediate_exit` for a KVM_RUN about to start; see
+/// `vcpu_control`) instead of killing the process.
 pub fn install_vcpu_kick_handler() -> io::Result<()> {
-    register_signal_handler(vcpu_kick_signal(), noop_handler)
+    register_signal_handler(vcpu_kick_signal(), crate::vcpu_control::kick_handler)
         .map_err(|e| io::Error::from_raw_os_error(e.errno()))
 }
 

@@ -1,7 +1,6 @@
 //! One vCPU: its boot-time state, and the thread that runs it and handles
 //! its exits.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::Arc;
 
@@ -19,6 +18,7 @@ use crate::boot::BootEntry;
 use crate::emulation::{self, Assist, AssistCounters};
 use crate::exit::ExitReason;
 use crate::memory::GuestMemory;
+use crate::vcpu_control::VcpuControl;
 
 /// Error setting up a vCPU.
 #[derive(Debug, thiserror::Error)]
@@ -59,8 +59,8 @@ pub struct VcpuContext {
     pub mmio: Arc<MmioBus>,
     /// Guest memory (to read instructions at RIP).
     pub mem: GuestMemory,
-    /// Set when the VM is stopping; checked before every KVM_RUN.
-    pub stop: Arc<AtomicBool>,
+    /// Run/pause/stop; checked before every KVM_RUN.
+    pub control: Arc<VcpuControl>,
     /// Where the ending is reported.
     pub events: Sender<VmEvent>,
     /// Emulation assists done.
@@ -176,8 +176,11 @@ impl Vcpu {
     /// Runs until the guest ends the VM (reported as a [`VmEvent`]) or the
     /// stop flag is set.
     pub fn run(mut self) {
+        let control = self.ctx.control.clone();
+        let run_ptr: *mut kvm_bindings::kvm_run = self.fd.get_kvm_run();
+        let _registered = control.register(self.id, run_ptr);
         loop {
-            if self.ctx.stop.load(Ordering::Acquire) {
+            if !control.before_run() {
                 return;
             }
             match self.run_once() {
@@ -256,7 +259,12 @@ impl Vcpu {
                     format!("unexpected exit {other:?}"),
                 )));
             }
-            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => return Ok(None),
+            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
+                // A kick (pause/stop) set immediate_exit; the state is
+                // looked at again before the next KVM_RUN.
+                self.fd.set_kvm_immediate_exit(0);
+                return Ok(None);
+            }
             Err(e) => return Err(format!("KVM_RUN failed: {e}")),
         }
         Ok(self.internal_error())

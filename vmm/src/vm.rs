@@ -1,7 +1,7 @@
 //! One VM, wired together: KVM, guest memory, irqchip and PIT, devices,
 //! the loaded kernel and the vCPU threads; then wait for it to end.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::path::PathBuf;
 use std::sync::mpsc::{self, Receiver};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -18,7 +18,6 @@ use kvm_bindings::{
 use kvm_ioctls::{Cap, Kvm, VmFd};
 use vm_memory::{GuestMemoryBackend, GuestMemoryRegion};
 use vmm_sys_util::eventfd::EventFd;
-use vmm_sys_util::signal::Killable;
 
 use crate::arch::x86_64::mptable;
 use crate::boot::{self, BootError};
@@ -30,6 +29,7 @@ use crate::host::KvmBackend;
 use crate::memory::{create_guest_memory, GuestMemory, MemoryError, KVM_TSS_START};
 use crate::signals;
 use crate::vcpu::{describe_boot, Vcpu, VcpuContext, VcpuError, VmEvent};
+use crate::vcpu_control::VcpuControl;
 
 /// vCPU thread stack: KVM_RUN and exit handling need little.
 const VCPU_STACK_SIZE: usize = 256 * 1024;
@@ -94,6 +94,18 @@ pub struct RunSummary {
     pub wall: Duration,
     /// Emulation assists done.
     pub assists: Arc<AssistCounters>,
+    /// Whether the VM ended because it was told to stop (SIGTERM/SIGINT,
+    /// the console's quit key) rather than by the guest or a failure.
+    pub stop_requested: bool,
+}
+
+/// How the VM is controlled from outside, besides signals.
+#[derive(Debug, Clone, Default)]
+pub struct ControlOptions {
+    /// Serve the API (status, pause/resume, shutdown) on this Unix socket.
+    pub api_socket: Option<PathBuf>,
+    /// Serve the serial console on this Unix socket.
+    pub console_socket: Option<PathBuf>,
 }
 
 fn register_memory(vm: &VmFd, mem: &GuestMemory) -> Result<(), VmmError> {
@@ -117,6 +129,15 @@ fn register_memory(vm: &VmFd, mem: &GuestMemory) -> Result<(), VmmError> {
 
 /// Builds the VM described by `config` and runs it to its end.
 pub fn run(config: &VmConfig, backend: KvmBackend) -> Result<RunSummary, VmmError> {
+    run_with(config, backend, &ControlOptions::default())
+}
+
+/// [`run`], with the API and console sockets of `control`.
+pub fn run_with(
+    config: &VmConfig,
+    backend: KvmBackend,
+    control: &ControlOptions,
+) -> Result<RunSummary, VmmError> {
     let start = Instant::now();
     let pvm = backend.is_pvm();
     signals::block_termination_signals().map_err(host_err("block SIGINT/SIGTERM"))?;
@@ -200,7 +221,16 @@ pub fn run(config: &VmConfig, backend: KvmBackend) -> Result<RunSummary, VmmErro
     let serial_irq = EventFd::new(libc::EFD_NONBLOCK).map_err(host_err("eventfd"))?;
     vm.register_irqfd(&serial_irq, serial::COM1_IRQ)
         .map_err(kvm_err("KVM_IRQFD (serial)"))?;
-    let out = console::open_output(&config.serial).map_err(host_err("open serial output"))?;
+    let log = console::open_output(&config.serial).map_err(host_err("open serial output"))?;
+    let console_client = Arc::new(crate::console_socket::ConsoleClient::default());
+    let out: devices::legacy::serial::ConsoleOutput = if control.console_socket.is_some() {
+        Box::new(crate::console_socket::ConsoleTee::new(
+            log,
+            console_client.clone(),
+        ))
+    } else {
+        log
+    };
     let serial_irq_dev = serial_irq.try_clone().map_err(host_err("eventfd clone"))?;
     let com1 = Arc::new(Mutex::new(SerialConsole::new(serial_irq_dev, out)));
     let mut pio = PioBus::new();
@@ -241,13 +271,13 @@ pub fn run(config: &VmConfig, backend: KvmBackend) -> Result<RunSummary, VmmErro
     let supported = kvm
         .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
         .map_err(kvm_err("KVM_GET_SUPPORTED_CPUID"))?;
-    let stop = Arc::new(AtomicBool::new(false));
+    let vcpu_control = Arc::new(VcpuControl::new(signals::vcpu_kick_signal()));
     let assists = Arc::new(AssistCounters::default());
     let ctx = VcpuContext {
         pio: Arc::new(pio),
         mmio: Arc::new(mmio),
         mem: mem.clone(),
-        stop: stop.clone(),
+        control: vcpu_control.clone(),
         events: events_tx.clone(),
         assists: assists.clone(),
         assist_emulation: pvm,
@@ -278,9 +308,25 @@ pub fn run(config: &VmConfig, backend: KvmBackend) -> Result<RunSummary, VmmErro
     }
     drop(events_tx);
 
-    let (reason, detail) = wait_for_end(&events_rx);
+    if let Some(path) = &control.console_socket {
+        crate::console_socket::spawn(path, console_client.clone(), com1.clone())
+            .map_err(host_err("console socket"))?;
+    }
+    if let Some(path) = &control.api_socket {
+        let ctx = Arc::new(crate::api::ApiContext {
+            control: vcpu_control.clone(),
+            serial: com1.clone(),
+            console: console_client.clone(),
+            started: start,
+            vcpus: config.vcpus,
+            memory_mib: config.memory_mib,
+        });
+        crate::api::spawn(path, ctx).map_err(host_err("API socket"))?;
+    }
+
+    let (reason, detail, stop_requested) = wait_for_end(&events_rx);
     let wall = start.elapsed();
-    stop_vcpus(&stop, threads);
+    stop_vcpus(&vcpu_control, threads);
     if let Ok(s) = com1.lock() {
         if s.output_errors() > 0 {
             tracing::warn!("{} console writes failed", s.output_errors());
@@ -291,12 +337,15 @@ pub fn run(config: &VmConfig, backend: KvmBackend) -> Result<RunSummary, VmmErro
         detail,
         wall,
         assists,
+        stop_requested,
     })
 }
 
-fn wait_for_end(events: &Receiver<VmEvent>) -> (ExitReason, String) {
+fn wait_for_end(events: &Receiver<VmEvent>) -> (ExitReason, String, bool) {
     match events.recv() {
-        Ok(VmEvent::VcpuExit { id, reason, detail }) => (reason, format!("vCPU {id}: {detail}")),
+        Ok(VmEvent::VcpuExit { id, reason, detail }) => {
+            (reason, format!("vCPU {id}: {detail}"), false)
+        }
         Ok(VmEvent::Signal(sig)) => (
             ExitReason::VmmFailure,
             format!(
@@ -307,26 +356,26 @@ fn wait_for_end(events: &Receiver<VmEvent>) -> (ExitReason, String) {
                     "SIGTERM"
                 }
             ),
+            true,
         ),
-        Ok(VmEvent::ConsoleQuit) => (ExitReason::VmmFailure, "stopped by Ctrl-A x".into()),
-        Err(_) => (ExitReason::VmmFailure, "all vCPU threads ended".into()),
+        Ok(VmEvent::ConsoleQuit) => (ExitReason::VmmFailure, "stopped by Ctrl-A x".into(), true),
+        Err(_) => (
+            ExitReason::VmmFailure,
+            "all vCPU threads ended".into(),
+            false,
+        ),
     }
 }
 
-/// Sets the stop flag and kicks every vCPU thread out of KVM_RUN until it
-/// ends (a kick that lands before KVM_RUN is entered is repeated).
-fn stop_vcpus(stop: &AtomicBool, threads: Vec<JoinHandle<()>>) {
-    stop.store(true, Ordering::Release);
-    let deadline = Instant::now() + STOP_TIMEOUT;
+/// Tells every vCPU thread to stop (waking parked ones, kicking running
+/// ones out of KVM_RUN) and joins those that ended in time.
+fn stop_vcpus(control: &VcpuControl, threads: Vec<JoinHandle<()>>) {
+    if !control.stop(STOP_TIMEOUT) {
+        tracing::warn!("a vCPU thread did not stop in time");
+    }
     for t in threads {
-        while !t.is_finished() {
-            if Instant::now() > deadline {
-                tracing::warn!("a vCPU thread did not stop in time");
-                return;
-            }
-            let _ = t.kill(signals::vcpu_kick_signal());
-            std::thread::sleep(Duration::from_millis(1));
+        if t.is_finished() {
+            let _ = t.join();
         }
-        let _ = t.join();
     }
 }
