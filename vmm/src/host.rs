@@ -39,6 +39,15 @@ impl KvmBackend {
     }
 }
 
+/// The TSC frequency KVM gives a new vCPU, in kHz (KVM_GET_TSC_KHZ on a
+/// throw-away VM), or `None` when KVM cannot say.
+pub fn guest_tsc_khz() -> Option<u32> {
+    let kvm = kvm_ioctls::Kvm::new().ok()?;
+    let vm = kvm.create_vm().ok()?;
+    let vcpu = vm.create_vcpu(0).ok()?;
+    vcpu.get_tsc_khz().ok().filter(|khz| *khz > 0)
+}
+
 /// The host's `MemAvailable` in bytes, if /proc/meminfo says.
 pub fn mem_available_bytes() -> Option<u64> {
     let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
