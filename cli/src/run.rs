@@ -60,13 +60,12 @@ pub struct RunArgs {
 }
 
 pub fn run(args: RunArgs) -> Result<ExitCode> {
-    let backend = vmm::host::KvmBackend::detect();
     let mut extra: Vec<&str> = Vec::new();
     if args.shell {
         extra.push(SHELL_PARAMETER);
     }
     extra.extend(args.cmdline.as_deref());
-    let cmdline = compose_cmdline(backend, &extra);
+    let cmdline = compose_cmdline(vmm::guest_cmdline::host_defaults(), &extra);
     if args.print_cmdline {
         println!("{cmdline}");
         return Ok(ExitCode::SUCCESS);
@@ -122,10 +121,17 @@ fn invalid(err: &dyn std::fmt::Display) -> ExitCode {
 /// The agent parameter that starts a shell on the console.
 const SHELL_PARAMETER: &str = "nimbus.shell=1";
 
-/// The guest command line: what this host's KVM needs, then the user's.
-pub fn compose_cmdline(backend: vmm::host::KvmBackend, extra: &[&str]) -> String {
-    let mut parts: Vec<&str> = vmm::guest_cmdline::defaults(backend);
-    parts.extend(extra.iter().map(|e| e.trim()).filter(|e| !e.is_empty()));
+/// The guest command line: what this host's KVM needs (`defaults`, from
+/// `vmm::guest_cmdline::host_defaults`), then the user's.
+pub fn compose_cmdline(defaults: Vec<String>, extra: &[&str]) -> String {
+    let mut parts = defaults;
+    parts.extend(
+        extra
+            .iter()
+            .map(|e| e.trim())
+            .filter(|e| !e.is_empty())
+            .map(str::to_string),
+    );
     parts.join(" ")
 }
 
@@ -177,7 +183,7 @@ fn exit_status_byte(status: std::process::ExitStatus) -> u8 {
 
 /// `nimbus-vmm` sits next to `nimbus` (same cargo target directory or same
 /// install prefix) unless NIMBUS_VMM names it.
-fn locate_vmm() -> Result<PathBuf> {
+pub(crate) fn locate_vmm() -> Result<PathBuf> {
     if let Some(explicit) = std::env::var_os("NIMBUS_VMM") {
         return Ok(PathBuf::from(explicit));
     }
@@ -195,20 +201,23 @@ fn locate_vmm() -> Result<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use vmm::guest_cmdline::defaults;
     use vmm::host::KvmBackend;
 
     #[test]
     fn user_parameters_come_after_the_defaults() {
-        let line = compose_cmdline(KvmBackend::HardwareAssisted, &["  nimbus.poweroff=1 "]);
+        let line = compose_cmdline(defaults(KvmBackend::HardwareAssisted, None), &["  nimbus.poweroff=1 "]);
         assert!(line.starts_with("console=ttyS0"), "{line}");
         assert!(line.ends_with(" nimbus.poweroff=1"), "{line}");
     }
 
     #[test]
     fn pvm_parameters_only_on_kvm_pvm() {
-        let hw = compose_cmdline(KvmBackend::HardwareAssisted, &[]);
-        let pvm = compose_cmdline(KvmBackend::Pvm, &[]);
+        let hw = compose_cmdline(defaults(KvmBackend::HardwareAssisted, Some(1000)), &[]);
+        let pvm = compose_cmdline(defaults(KvmBackend::Pvm, Some(1000)), &[]);
         assert!(!hw.contains("pvm_emulated_ring0"), "{hw}");
         assert!(pvm.contains("pvm_emulated_ring0"), "{pvm}");
+        assert!(!hw.contains("tsc_early_khz"), "{hw}");
+        assert!(pvm.contains("tsc_early_khz=1000"), "{pvm}");
     }
 }
