@@ -1,17 +1,19 @@
 #!/usr/bin/env bash
-# Sequential disk throughput through virtio-blk: nimbus-vmm vs QEMU microvm
+# Disk figures through virtio-blk: nimbus-vmm vs QEMU microvm
 # (virtio-blk-device), same kernel, initramfs, command line and a fresh
 # copy of the same raw image, in one run. The guest agent reads the whole
-# disk (cold: nothing of it is cached in the guest) and then writes BYTES
-# to it with fsync; the host times each command over TCP (a NIC is needed
-# for that, on a TAP in a private namespace). Prints medians and ratios.
-# Not measured yet: 4 KiB random-read IOPS (the agent has no random-read
-# command).
+# disk (cold: nothing of it is cached in the guest), writes BYTES to it with
+# fsync (both timed by the host over TCP: a NIC on a TAP in a private
+# namespace carries the commands), then does 4 KiB O_DIRECT reads at random
+# offsets (timed inside the guest). Both VMMs use the host page cache
+# (QEMU cache=writeback, its default, like nimbus's buffered I/O with
+# fdatasync on FLUSH). Prints medians and ratios.
 #
-# usage: scripts/bench/blk.sh [RUNS=3] [BYTES=33554432]   (root; images built)
+# usage: scripts/bench/blk.sh [RUNS=3] [BYTES=33554432] [READS=2000]   (root; images built)
 set -euo pipefail
 runs=${1:-3}
 bytes=${2:-33554432}
+reads=${3:-2000}
 here=$(cd "$(dirname "$0")" && pwd)
 ns=nbenchb$$; tap=nbb0; subnet=10.79.0
 # shellcheck source=virtio_env.sh
@@ -23,36 +25,37 @@ run_one() { # $1 = nimbus|qemu
     head -c $((disk_mib << 20)) /dev/urandom >"$img"
     if [ "$1" = nimbus ]; then
         ip netns exec "$ns" timeout 900 "$bin/nimbus-vmm" --kernel "$kernel" --initrd "$initrd" \
-            --memory 128 --disk "$img" --nic tap=$tap --cmdline "$cmdline" --serial-output "$log" \
+            --memory 128 --disk "$img" --nic tap=$tap,mac=$mac --cmdline "$cmdline" --serial-output "$log" \
             2>"$work/$1.err" &
     else
-        ip netns exec "$ns" timeout 900 qemu-system-x86_64 -M microvm -accel kvm -m 128 -nodefaults \
+        ip netns exec "$ns" timeout 900 qemu-system-x86_64 -M microvm,acpi=off -accel kvm -m 128 -nodefaults \
             -no-user-config -display none -serial "file:$log" -kernel "$kernel" -initrd "$initrd" \
             -append "$cmdline" -device isa-debug-exit,iobase=0x604,iosize=2 \
-            -drive id=d0,file="$img",format=raw,if=none,cache=none -device virtio-blk-device,drive=d0 \
+            -drive id=d0,file="$img",format=raw,if=none,cache=writeback -device virtio-blk-device,drive=d0 \
             -netdev tap,id=n0,ifname=$tap,script=no,downscript=no,vhost=off \
-            -device virtio-net-device,netdev=n0 2>"$work/$1.err" &
+            -device virtio-net-device,netdev=n0,mac=$mac 2>"$work/$1.err" &
     fi
     pid=$!
     ip netns exec "$ns" $tool wait 10.79.0.2
     read -r tr _ < <(ip netns exec "$ns" $tool cmd 10.79.0.2 read /dev/vda)
     read -r tw _ < <(ip netns exec "$ns" $tool cmd 10.79.0.2 write /dev/vda "$bytes")
+    iops=$(ip netns exec "$ns" $tool cmd 10.79.0.2 randread /dev/vda "$reads" | grep -o 'iops=[0-9]*' | cut -d= -f2)
     ip netns exec "$ns" $tool cmd 10.79.0.2 poweroff >/dev/null 2>&1 || true
     sleep 2; kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true
-    awk "BEGIN{printf \"%.2f %.2f\n\", $disk_mib/$tr, $bytes/1048576/$tw}"
+    awk "BEGIN{printf \"%.2f %.2f %s\n\", $disk_mib/$tr, $bytes/1048576/$tw, \"$iops\"}"
 }
 
-declare -A rd wr
-for vmm in nimbus qemu; do
-    for i in $(seq "$runs"); do
-        read -r r w < <(run_one $vmm)
-        echo "$vmm run $i: seq read $r MiB/s, seq write+fsync $w MiB/s"
-        rd[$vmm]+="$r "; wr[$vmm]+="$w "
+declare -A rd wr io
+for i in $(seq "$runs"); do
+    for vmm in nimbus qemu; do
+        read -r r w o < <(run_one $vmm)
+        echo "$vmm run $i: seq read $r MiB/s, seq write+fsync $w MiB/s, 4 KiB random read $o IOPS"
+        rd[$vmm]+="$r "; wr[$vmm]+="$w "; io[$vmm]+="$o "
     done
 done
 median() { tr ' ' '\n' | grep . | sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
-for what in rd wr; do
+for what in rd wr io; do
     declare -n m=$what
     n=$(median <<<"${m[nimbus]}"); q=$(median <<<"${m[qemu]}")
-    echo "$what median: nimbus $n MiB/s, qemu $q MiB/s, ratio $(awk "BEGIN{printf \"%.2f\", $n/$q}")"
+    echo "$what median: nimbus $n, qemu $q, ratio $(awk "BEGIN{printf \"%.2f\", $n/$q}")"
 done

@@ -105,13 +105,11 @@ fn mib_per_s(bytes: usize, t: Duration) -> f64 {
     bytes as f64 / (1 << 20) as f64 / t.as_secs_f64()
 }
 
-/// Not yet passing: both guests boot, configure eth0 and answer an echo,
-/// but the 8 MiB transfer moved ~2.9 MB in 15 minutes (every packet costs
-/// the guest's emulated ring 0; interrupts are not yet suppressed: no
-/// EVENT_IDX, no MRG_RXBUF). Run it with `cargo test -- --ignored` while
-/// working on issue 3; it is not hidden, it is the open part of that issue.
+/// Every packet costs the guest's emulated ring 0 on kvm-pvm (the vCPU is
+/// at 100 % during a transfer), so 8 MiB each way takes a minute or two;
+/// the throughput is printed, not asserted (scripts/bench/net.sh compares
+/// it with QEMU).
 #[test]
-#[ignore = "virtio-net bulk transfer too slow on kvm-pvm yet (issue 3, open)"]
 fn guests_reach_the_host_and_each_other_with_bulk_transfers() {
     assert!(is_root(), "needs root for network namespaces and TAPs");
     let images = common::images();
@@ -161,7 +159,7 @@ fn guests_reach_the_host_and_each_other_with_bulk_transfers() {
         let mut answer = String::new();
         BufReader::new(s).read_line(&mut answer).expect("answer");
         report.push(format!(
-            "host->guest {:.1} MiB/s",
+            "host->guest {:.3} MiB/s",
             mib_per_s(BULK, t.elapsed())
         ));
         assert_eq!(answer.trim(), expected_answer(BULK));
@@ -173,7 +171,7 @@ fn guests_reach_the_host_and_each_other_with_bulk_transfers() {
         let mut got = Vec::with_capacity(BULK);
         s.read_to_end(&mut got).expect("bulk receive");
         report.push(format!(
-            "guest->host {:.1} MiB/s",
+            "guest->host {:.3} MiB/s",
             mib_per_s(BULK, t.elapsed())
         ));
         let (mut want, mut have) = (Fnv::new(), Fnv::new());
