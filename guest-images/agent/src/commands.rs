@@ -12,6 +12,7 @@
 //! * `send N`         send N bytes of the pattern, then close
 //! * `echo`           echo everything until EOF
 //! * `fetch IP:PORT N` connect, ask `send N`, read it       -> `OK bytes=N fnv=..`
+//! * `randread PATH N` N O_DIRECT 4 KiB reads at random offsets -> `OK ops=N secs=S iops=X`
 //! * `sync`, `poweroff`
 
 use std::fs::{File, OpenOptions};
@@ -150,6 +151,13 @@ pub fn run_local(line: &str, console: &mut Console) -> Option<io::Result<String>
             _ => Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 "fetch IP:PORT N",
+            )),
+        },
+        "randread" => match (w.next(), num(w.next())) {
+            (Some(p), Ok(n)) => crate::random_read::random_read(p, n),
+            _ => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "randread PATH N",
             )),
         },
         "sync" => {
