@@ -12,7 +12,8 @@
 //! * `send N`         send N bytes of the pattern, then close
 //! * `echo`           echo everything until EOF
 //! * `fetch IP:PORT N` connect, ask `send N`, read it       -> `OK bytes=N fnv=..`
-//! * `randread PATH N` N O_DIRECT 4 KiB reads at random offsets -> `OK ops=N secs=S iops=X`
+//! * `dread PATH`, `dwrite PATH N`, `randread PATH N`: O_DIRECT disk
+//!   figures, timed in the guest (see `direct_io`)
 //! * `sync`, `poweroff`
 
 use std::fs::{File, OpenOptions};
@@ -153,8 +154,19 @@ pub fn run_local(line: &str, console: &mut Console) -> Option<io::Result<String>
                 "fetch IP:PORT N",
             )),
         },
+        "dread" => match w.next() {
+            Some(p) => crate::direct_io::read(p),
+            None => Err(io::Error::new(io::ErrorKind::InvalidInput, "dread PATH")),
+        },
+        "dwrite" => match (w.next(), num(w.next())) {
+            (Some(p), Ok(n)) => crate::direct_io::write(p, n),
+            _ => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "dwrite PATH N",
+            )),
+        },
         "randread" => match (w.next(), num(w.next())) {
-            (Some(p), Ok(n)) => crate::random_read::random_read(p, n),
+            (Some(p), Ok(n)) => crate::direct_io::random_read(p, n),
             _ => Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 "randread PATH N",
