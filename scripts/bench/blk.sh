@@ -44,7 +44,7 @@ run_one() { # $1 = nimbus|qemu
     r=$(ip netns exec "$ns" $tool cmd $subnet.2 dread /dev/vda | grep -o 'mib_s=[0-9.]*' | cut -d= -f2 || true)
     w=$(ip netns exec "$ns" $tool cmd $subnet.2 dwrite /dev/vda "$bytes" | grep -o 'mib_s=[0-9.]*' | cut -d= -f2 || true)
     o=$(ip netns exec "$ns" $tool cmd $subnet.2 randread /dev/vda "$reads" | grep -o 'iops=[0-9]*' | cut -d= -f2 || true)
-    ip netns exec "$ns" $tool cmd $subnet.2 poweroff >/dev/null 2>&1 || true
+    timeout 15 ip netns exec "$ns" $tool cmd $subnet.2 poweroff >/dev/null 2>&1 || true
     sleep 2; kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true
     echo "${r:-fail} ${w:-fail} ${o:-fail}"
 }

@@ -33,7 +33,7 @@ run_one() { # $1 = nimbus|qemu
         ip netns exec "$ns" $tool net $subnet.2 "$bytes" 2>>"$work/$1.tool"; }; then
         echo "fail fail"
     fi
-    ip netns exec "$ns" $tool cmd $subnet.2 poweroff >/dev/null 2>&1 || true
+    timeout 15 ip netns exec "$ns" $tool cmd $subnet.2 poweroff >/dev/null 2>&1 || true
     sleep 2; kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true
 }
 
