@@ -35,6 +35,10 @@ pub const F_VERSION_1: u64 = 1 << 32;
 /// the rings, up to which index they want to be notified. A device offers it
 /// only if its queue loops re-arm notifications (`enable_notification`).
 pub const F_RING_EVENT_IDX: u64 = 1 << 29;
+/// VIRTIO_F_RING_INDIRECT_DESC: a chain may be a table of descriptors in
+/// guest memory, so a request of many segments takes one ring slot.
+/// virtio-queue's chain iterator follows (and bounds) the table.
+pub const F_RING_INDIRECT_DESC: u64 = 1 << 28;
 
 /// Device status bits (virtio 1.2, 2.1).
 pub mod status {

@@ -9,7 +9,8 @@ use super::request::{ID_BYTES, SECTOR_SIZE};
 use crate::virtio::rate_limiter::RateLimiter;
 use crate::virtio::worker::Worker;
 use crate::virtio::{
-    read_config_bytes, ActivateContext, ActivateError, VirtioDevice, F_RING_EVENT_IDX, TYPE_BLOCK,
+    read_config_bytes, ActivateContext, ActivateError, VirtioDevice, F_RING_EVENT_IDX,
+    F_RING_INDIRECT_DESC, TYPE_BLOCK,
 };
 
 /// VIRTIO_BLK_F_SEG_MAX: `seg_max` is valid.
@@ -154,7 +155,7 @@ impl VirtioDevice for Block {
 
     fn features(&self) -> u64 {
         let ro = if self.config.read_only { F_RO } else { 0 };
-        F_SEG_MAX | F_BLK_SIZE | F_FLUSH | F_RING_EVENT_IDX | ro
+        F_SEG_MAX | F_BLK_SIZE | F_FLUSH | F_RING_EVENT_IDX | F_RING_INDIRECT_DESC | ro
     }
 
     fn queue_max_sizes(&self) -> &[u16] {

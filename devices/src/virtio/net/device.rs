@@ -9,7 +9,8 @@ use super::tap::{offload, Tap, TapError};
 use crate::virtio::rate_limiter::RateLimiter;
 use crate::virtio::worker::Worker;
 use crate::virtio::{
-    read_config_bytes, ActivateContext, ActivateError, VirtioDevice, F_RING_EVENT_IDX, TYPE_NET,
+    read_config_bytes, ActivateContext, ActivateError, VirtioDevice, F_RING_EVENT_IDX,
+    F_RING_INDIRECT_DESC, TYPE_NET,
 };
 
 /// Feature bits (virtio 1.2, 5.1.3).
@@ -165,6 +166,7 @@ impl VirtioDevice for Net {
             | HOST_ECN
             | MRG_RXBUF
             | F_RING_EVENT_IDX
+            | F_RING_INDIRECT_DESC
     }
 
     fn queue_max_sizes(&self) -> &[u16] {
