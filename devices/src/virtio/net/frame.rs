@@ -72,6 +72,13 @@ pub fn frame_to_chain(
         });
     }
     let mut rest = frame;
+    scatter(mem, descs, &mut rest)
+}
+
+/// Writes the head of `rest` into the (checked) chain `descs` and advances
+/// `rest`; returns the bytes written.
+fn scatter(mem: &GuestMemory, descs: &[Descriptor], rest: &mut &[u8]) -> Result<u32, FrameError> {
+    let mut written = 0u32;
     for d in descs {
         if rest.is_empty() {
             break;
@@ -82,9 +89,11 @@ pub fn frame_to_chain(
                 addr: d.addr().0,
                 len: d.len(),
             })?;
-        rest = &rest[n..];
+        *rest = &rest[n..];
+        // n <= d.len(), a u32; the sum is bounded by the frame length.
+        written += n as u32;
     }
-    Ok(frame.len() as u32)
+    Ok(written)
 }
 
 /// The writable room of an RX chain, after checking every descriptor.
@@ -131,22 +140,7 @@ pub fn frame_to_chains(
     let mut rest: &[u8] = frame;
     let mut written = Vec::with_capacity(chains.len());
     for descs in chains {
-        let mut in_chain = 0u32;
-        for d in descs {
-            if rest.is_empty() {
-                break;
-            }
-            let n = rest.len().min(d.len() as usize);
-            mem.write_slice(&rest[..n], d.addr())
-                .map_err(|_| FrameError::OutsideMemory {
-                    addr: d.addr().0,
-                    len: d.len(),
-                })?;
-            rest = &rest[n..];
-            // n <= d.len(), a u32; the sum is bounded by the frame length.
-            in_chain += n as u32;
-        }
-        written.push(in_chain);
+        written.push(scatter(mem, descs, &mut rest)?);
     }
     Ok(written)
 }
