@@ -206,7 +206,10 @@ mod tests {
 
     #[test]
     fn user_parameters_come_after_the_defaults() {
-        let line = compose_cmdline(defaults(KvmBackend::HardwareAssisted, None), &["  nimbus.poweroff=1 "]);
+        let line = compose_cmdline(
+            defaults(KvmBackend::HardwareAssisted, None),
+            &["  nimbus.poweroff=1 "],
+        );
         assert!(line.starts_with("console=ttyS0"), "{line}");
         assert!(line.ends_with(" nimbus.poweroff=1"), "{line}");
     }

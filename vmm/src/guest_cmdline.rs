@@ -73,7 +73,10 @@ mod tests {
         let pvm = defaults(KvmBackend::Pvm, Some(2_445_410));
         assert_eq!(&pvm[..COMMON.len()], COMMON);
         assert!(pvm.iter().any(|p| p == "pvm_emulated_ring0"));
-        assert_eq!(pvm.last().map(String::as_str), Some("tsc_early_khz=2445410"));
+        assert_eq!(
+            pvm.last().map(String::as_str),
+            Some("tsc_early_khz=2445410")
+        );
         let unknown_tsc = defaults(KvmBackend::Pvm, None);
         assert!(!unknown_tsc.iter().any(|p| p.starts_with("tsc_early_khz")));
     }

@@ -10,6 +10,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
+use sha2::{Digest, Sha256};
 
 use super::cache::{ImageSet, MANIFEST};
 use super::recipes::Recipes;
@@ -78,7 +79,13 @@ fn build_agent(recipes: &Recipes, set: &ImageSet) -> Result<PathBuf> {
         "building the guest agent (static, {})",
         set.agent_target.triple
     ));
-    let target_dir = set.cache_root.join("agent-build");
+    // One cargo target directory per source tree: cargo trusts file times,
+    // and two trees (a worktree, a clean clone) sharing one directory
+    // overwrite each other's final binary while each tree's fingerprints
+    // still say "fresh", so an image could get the other tree's agent.
+    let tree = Sha256::digest(recipes.workspace().to_string_lossy().as_bytes());
+    let tree: String = tree[..8].iter().map(|b| format!("{b:02x}")).collect();
+    let target_dir = set.cache_root.join("agent-build").join(tree);
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     run_step(
         "agent",

@@ -160,10 +160,7 @@ pub fn run_local(line: &str, console: &mut Console) -> Option<io::Result<String>
         },
         "dwrite" => match (w.next(), num(w.next())) {
             (Some(p), Ok(n)) => crate::direct_io::write(p, n),
-            _ => Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "dwrite PATH N",
-            )),
+            _ => Err(io::Error::new(io::ErrorKind::InvalidInput, "dwrite PATH N")),
         },
         "randread" => match (w.next(), num(w.next())) {
             (Some(p), Ok(n)) => crate::direct_io::random_read(p, n),
