@@ -26,6 +26,11 @@ pub struct BootConfig {
     /// `nimbus.serve=PORT`: serve the test commands on this TCP port
     /// (default 7000 when a NIC is configured; 0 turns it off).
     pub serve: Option<u16>,
+    /// `nimbus.http=PORT`: the HTTP endpoint's port (default 80 when a NIC
+    /// is configured; 0 turns it off; see `http`).
+    pub http: Option<u16>,
+    /// `nimbus.name=NAME`: the VM's name, as the host knows it.
+    pub name: Option<String>,
 }
 
 /// `nimbus.net=IFNAME,ADDR/PREFIX[,gw=GATEWAY]`.
@@ -201,6 +206,11 @@ pub fn parse(cmdline: &str) -> (BootConfig, Vec<CmdlineError>) {
                 .parse::<u16>()
                 .map(|p| config.serve = Some(p))
                 .map_err(|_| "expected nimbus.serve=PORT".to_owned()),
+            ("http", Some(v)) => v
+                .parse::<u16>()
+                .map(|p| config.http = Some(p))
+                .map_err(|_| "expected nimbus.http=PORT (0 turns it off)".to_owned()),
+            ("name", Some(v)) => parse_name(v).map(|n| config.name = Some(n)),
             ("shell", Some(v)) => parse_flag(v).map(|b| config.shell = b),
             ("net", None) => Err(NET_SYNTAX.to_owned()),
             ("disk", None) => Err(DISK_SYNTAX.to_owned()),
@@ -208,7 +218,7 @@ pub fn parse(cmdline: &str) -> (BootConfig, Vec<CmdlineError>) {
                 Err(format!("expected nimbus.{key}=1 or nimbus.{key}=0"))
             }
             _ => Err(
-                "unknown nimbus parameter (known: net, disk, poweroff, shell, run, serve)"
+                "unknown nimbus parameter (known: net, disk, poweroff, shell, run, serve, http, name)"
                     .to_owned(),
             ),
         };
@@ -258,6 +268,23 @@ fn split_params(cmdline: &str) -> Vec<String> {
         params.push(current);
     }
     params
+}
+
+/// A VM name: 1–64 of `A-Z a-z 0-9 . _ -` (what `nimbus vm create` allows
+/// is a subset), so it can go into an HTTP body as it is.
+fn parse_name(value: &str) -> Result<String, String> {
+    if value.is_empty() || value.len() > 64 {
+        return Err("expected nimbus.name=NAME (1 to 64 characters)".to_owned());
+    }
+    if !value
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    {
+        return Err(format!(
+            "name `{value}` may only hold letters, digits, '.', '_' and '-'"
+        ));
+    }
+    Ok(value.to_owned())
 }
 
 fn parse_flag(value: &str) -> Result<bool, String> {
@@ -534,8 +561,27 @@ mod tests {
         assert_eq!(
             errors[0].to_string(),
             "cmdline `nimbus.frobnicate=3`: unknown nimbus parameter \
-             (known: net, disk, poweroff, shell, run, serve) (parameter skipped)"
+             (known: net, disk, poweroff, shell, run, serve, http, name) (parameter skipped)"
         );
+    }
+
+    #[test]
+    fn http_port_and_name() {
+        let (c, e) = parse("nimbus.http=8080 nimbus.name=web-1.a_b");
+        assert!(e.is_empty(), "{e:?}");
+        assert_eq!(c.http, Some(8080));
+        assert_eq!(c.name.as_deref(), Some("web-1.a_b"));
+        assert_eq!(parse("nimbus.http=0").0.http, Some(0));
+        for line in [
+            "nimbus.http=x",
+            "nimbus.http=65536",
+            "nimbus.name=",
+            "nimbus.name=a<b>",
+            "nimbus.name=ä",
+        ] {
+            only_error(line);
+        }
+        only_error(&format!("nimbus.name={}", "a".repeat(65)));
     }
 
     #[test]

@@ -36,6 +36,12 @@ pub fn run(console: &mut Console) -> ! {
         }
     };
 
+    // The host's graceful shutdown arrives on the console, unless the
+    // console is the shell's.
+    if !config.shell {
+        crate::console_commands::spawn(console);
+    }
+
     match NetControl::open() {
         Ok(net) => {
             if let Err(err) = net.loopback_up() {
@@ -74,6 +80,17 @@ pub fn run(console: &mut Console) -> ! {
         {
             console.error("serve thread", err);
         }
+    }
+
+    let http_port = config
+        .http
+        .unwrap_or(if config.nets.is_empty() { 0 } else { 80 });
+    if http_port != 0 {
+        let who = crate::http::Identity {
+            name: config.name.clone().unwrap_or_else(|| "unnamed".into()),
+            ip: config.nets.first().map(|n| n.addr.addr()),
+        };
+        crate::http::spawn(http_port, who, console);
     }
 
     let ready = Readiness::gather(console);
