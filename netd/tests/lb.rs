@@ -417,6 +417,37 @@ fn probe_takes_a_failing_backend_out_and_brings_it_back() {
 }
 
 #[test]
+fn a_backend_joining_a_pool_in_service_gets_flows_only_after_its_probe_passes() {
+    let mut w = World::new();
+    let (_b, client, fip) = internal_world(&mut w, 2);
+    w.json(
+        json!({"op": "lb_probe_create", "lb": "lb", "name": "health", "protocol": "Http",
+                  "port": 80, "path": "/health", "interval_seconds": 1, "unhealthy_threshold": 2}),
+    );
+    w.json(json!({"op": "lb_rule_create", "lb": "lb", "name": "web", "protocol": "Tcp",
+                  "frontend_port": 80, "pool": "pool", "probe": "health", "algorithm": "RoundRobin"}));
+    wait_for("b0 and b1 up", Duration::from_secs(3), || {
+        state_of(&w, "b0") == "Up" && state_of(&w, "b1") == "Up"
+    });
+    // A new instance still booting: it does not answer its probe yet.
+    let (ns, _) = w.vm("b2", "v", "s", json!({}));
+    let b2 = Backend::start(&ns, "b2", 80);
+    b2.health.store(503, Ordering::SeqCst);
+    w.json(json!({"op": "lb_pool_add", "lb": "lb", "pool": "pool", "nic": "b2"}));
+    assert_eq!(state_of(&w, "b2"), "Down", "a joining backend starts down");
+    let t = tally(&client, SocketAddrV4::new(fip, 80), 30);
+    assert_eq!(t.get("b2"), None, "no flow before its probe passed: {t:?}");
+    assert_eq!(t.values().sum::<usize>(), 30, "{t:?}");
+    b2.health.store(200, Ordering::SeqCst);
+    let took = wait_for("b2 in service", Duration::from_secs(3), || {
+        state_of(&w, "b2") == "Up"
+    });
+    println!("joining backend in service {took:?} after its probe started passing");
+    let t = tally(&client, SocketAddrV4::new(fip, 80), 30);
+    assert_eq!(t.get("b2"), Some(&10), "{t:?}");
+}
+
+#[test]
 fn a_backend_killed_under_load() {
     let mut w = World::new();
     let (b, client, fip) = internal_world(&mut w, 3);

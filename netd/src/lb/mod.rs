@@ -231,11 +231,24 @@ impl Balancer {
                 p.task.abort();
             }
         }
+        // A probe that already watches other backends of its pool means
+        // the pool is in service: a backend joining it starts down
+        // (`Health::pending`). Backends of a new pool or probe start up,
+        // so that a new load balancer serves at once.
+        let in_service: std::collections::BTreeSet<(Name, Name)> = inner
+            .probes
+            .keys()
+            .map(|(lb, p, _)| (lb.clone(), p.clone()))
+            .collect();
         for (k, probe) in wanted_probes {
             if inner.probes.contains_key(&k) {
                 continue;
             }
-            let health = Arc::new(Health::probed());
+            let health = Arc::new(if in_service.contains(&(k.0.clone(), k.1.clone())) {
+                Health::pending()
+            } else {
+                Health::probed()
+            });
             let task = tokio::spawn(probe::run(probe.clone(), k.2, health.clone()));
             inner.probes.insert(
                 k,

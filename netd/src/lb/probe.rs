@@ -47,6 +47,19 @@ impl Health {
         }
     }
 
+    /// Down until its first probe passes: a backend that joins a pool
+    /// already in service (a new scale-set instance still booting) gets no
+    /// flow before it answers, as in Azure, where a new instance enters
+    /// the rotation once its probe succeeds.
+    pub fn pending() -> Self {
+        let h = Health::probed();
+        h.up.store(false, Ordering::Relaxed);
+        if let Ok(mut last) = h.last.lock() {
+            *last = "joined a pool in service: waiting for the first probe to pass".into();
+        }
+        h
+    }
+
     /// True when new flows may go there.
     pub fn is_up(&self) -> bool {
         self.up.load(Ordering::Relaxed)
