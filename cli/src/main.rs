@@ -7,6 +7,8 @@ mod image;
 mod network;
 mod output;
 mod run;
+mod topology;
+mod vm;
 
 use std::process::ExitCode;
 
@@ -31,6 +33,9 @@ enum Command {
     /// 4 triple fault, 5 KVM internal or emulation error, 1 VMM failure,
     /// 2 invalid configuration.
     Run(run::RunArgs),
+    /// VMs as managed resources: create, start in the background, stop,
+    /// list, console, logs.
+    Vm(vm::commands::VmCommand),
     /// Build and inspect the guest images (kernel, initramfs, rootfs).
     #[command(subcommand)]
     Image(image::ImageCommand),
@@ -51,6 +56,23 @@ enum Command {
     /// The host network daemon (nimbus-netd).
     #[command(subcommand)]
     Netd(network::netd_run::NetdCommand),
+    /// Bring a topology file up: validate it whole, then create what is
+    /// missing, change what differs, in dependency order.
+    ///
+    /// Every error of an invalid file is listed as FILE:LINE:COL: field:
+    /// reason, and nothing on the host changes (exit status 2). Running it
+    /// again on an unchanged file changes nothing.
+    Up(topology::UpArgs),
+    /// Remove everything a topology file's `up` created, and nothing else.
+    Down(topology::DownArgs),
+    /// Show each object of a topology file and its state on the host.
+    Status(topology::StatusArgs),
+    /// Change the number of instances of a scale set: new ones get traffic
+    /// once their probe passes, leaving ones drain first.
+    Scale(topology::scale::ScaleArgs),
+    /// Run a scale set's autoscale rule (average vCPU utilization, like a
+    /// Kubernetes HPA) in the foreground.
+    Autoscale(topology::autoscale::AutoscaleArgs),
 }
 
 fn main() -> ExitCode {
@@ -60,6 +82,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => run::run(args),
         Command::Image(cmd) => image::dispatch(cmd).map(|()| ExitCode::SUCCESS),
+        Command::Vm(cmd) => vm::commands::dispatch(cmd).map(|()| ExitCode::SUCCESS),
         Command::Vnet(cmd) => network::vnet::dispatch(cmd).map(|()| ExitCode::SUCCESS),
         Command::Subnet(cmd) => network::subnet::dispatch(cmd).map(|()| ExitCode::SUCCESS),
         Command::Nic(cmd) => network::nic::dispatch(cmd).map(|()| ExitCode::SUCCESS),
@@ -68,6 +91,11 @@ fn main() -> ExitCode {
         Command::PublicIp(cmd) => network::public_ip::dispatch(cmd).map(|()| ExitCode::SUCCESS),
         Command::Lb(cmd) => network::lb::dispatch(cmd).map(|()| ExitCode::SUCCESS),
         Command::Netd(cmd) => network::netd_run::dispatch(cmd).map(|()| ExitCode::SUCCESS),
+        Command::Up(args) => topology::up(args),
+        Command::Scale(args) => topology::scale::run(args),
+        Command::Autoscale(args) => topology::autoscale::run(args),
+        Command::Down(args) => topology::down(args),
+        Command::Status(args) => topology::status(args),
     };
     match result {
         Ok(code) => code,
