@@ -16,7 +16,7 @@ echo "[test] building binaries and guest images"
 cargo build --release --locked --workspace --bins
 target/release/nimbus image build
 
-echo "[test] cargo test (unit + end-to-end; guests boot in parallel, ~2-4 minutes)"
+echo "[test] cargo test (unit + end-to-end with real guests; about 15 minutes on 2 cores)"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 NIMBUS_BIN_DIR="$PWD/target/release" cargo test --release --locked --workspace -- --test-threads=4 2>&1 |

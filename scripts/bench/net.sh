@@ -54,6 +54,10 @@ echo "failed runs: nimbus ${fails[nimbus]:-0}, qemu ${fails[qemu]:-0}"
 median() { tr ' ' '\n' | grep . | sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 for dir in h2g g2h; do
     declare -n m=$dir
-    n=$(median <<<"${m[nimbus]}"); q=$(median <<<"${m[qemu]}")
-    echo "$dir median: nimbus $n MiB/s, qemu $q MiB/s, ratio $(awk "BEGIN{printf \"%.2f\", $n/$q}")"
+    n=$(median <<<"${m[nimbus]:-}"); q=$(median <<<"${m[qemu]:-}")
+    if [ -z "$n" ] || [ -z "$q" ]; then
+        echo "$dir median: nimbus ${n:-none} MiB/s, qemu ${q:-none} MiB/s, no ratio (every run of one side failed)"
+    else
+        echo "$dir median: nimbus $n MiB/s, qemu $q MiB/s, ratio $(awk "BEGIN{printf \"%.2f\", $n/$q}")"
+    fi
 done
