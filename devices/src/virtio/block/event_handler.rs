@@ -98,6 +98,7 @@ impl BlockWorker {
     fn process_queue(&mut self) -> Option<Instant> {
         let mut used = false;
         let mut resume = None;
+        let mut expect_more = false;
         'drain: loop {
             // Without EVENT_IDX this sets VRING_USED_F_NO_NOTIFY: the driver
             // need not kick while this loop is still draining.
@@ -105,7 +106,9 @@ impl BlockWorker {
                 self.interrupt.device_broken();
                 return None;
             }
+            let mut progress = false;
             while let Some(chain) = self.queue.pop_descriptor_chain(&self.mem) {
+                progress = true;
                 let head = chain.head_index();
                 let descs: Vec<Descriptor> = chain.collect();
                 let (len, bytes) = self.handle(&descs);
@@ -123,10 +126,19 @@ impl BlockWorker {
                     }
                 }
             }
+            // Entries a re-arm saw must pop now; if none does, the avail
+            // index is bogus: stop rather than spin.
+            if expect_more && !progress {
+                self.interrupt.device_broken();
+                return None;
+            }
             // Re-arm the driver's kicks; requests that raced in are taken
             // now rather than waiting for a kick that will not come.
             match self.queue.enable_notification(&self.mem) {
-                Ok(true) => continue,
+                Ok(true) => {
+                    expect_more = true;
+                    continue;
+                }
                 Ok(false) => break,
                 Err(_) => {
                     self.interrupt.device_broken();
@@ -173,5 +185,37 @@ impl BlockWorker {
         if self.mem.write_obj(status, addr).is_err() {
             tracing::debug!("virtio-blk: status byte outside guest memory");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use virtio_queue::mock::MockSplitQueue;
+    use vm_memory::GuestMemoryMmap;
+
+    #[test]
+    fn a_bogus_avail_index_breaks_the_device_instead_of_spinning() {
+        let mem: GuestMemory =
+            GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x10_0000)]).expect("memory");
+        let mq = MockSplitQueue::new(&mem, 16);
+        // The driver claims 1000 new requests in a 16-entry ring.
+        mq.avail().idx().store(1000u16);
+        let queue: Queue = mq.create_queue().expect("queue");
+        let file = std::fs::File::open("/dev/null").expect("/dev/null");
+        let mut worker = BlockWorker {
+            mem: mem.clone(),
+            queue,
+            queue_event: EventFd::new(0).expect("eventfd"),
+            interrupt: Arc::new(Interrupt::new(EventFd::new(0).expect("eventfd"))),
+            file,
+            read_only: true,
+            serial: Vec::new(),
+            capacity: 0,
+            limiter: RateLimiter::new(None, None),
+        };
+        // Returns (no endless re-arm loop) with the device marked broken.
+        assert_eq!(worker.process_queue(), None);
+        assert!(worker.interrupt.is_broken());
     }
 }

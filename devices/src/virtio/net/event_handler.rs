@@ -179,6 +179,7 @@ impl NetWorker {
 
     fn process_tx(&mut self) {
         let mut used = false;
+        let mut expect_more = false;
         'drain: loop {
             // No kicks while this loop drains (VRING_USED_F_NO_NOTIFY; a
             // no-op with EVENT_IDX, whose avail_event is left behind).
@@ -186,7 +187,9 @@ impl NetWorker {
                 self.interrupt.device_broken();
                 return;
             }
+            let mut progress = false;
             while let Some(chain) = self.tx.pop_descriptor_chain(&self.mem) {
+                progress = true;
                 let head = chain.head_index();
                 let descs: Vec<Descriptor> = chain.collect();
                 let mut sent = 0;
@@ -207,9 +210,18 @@ impl NetWorker {
                     break 'drain;
                 }
             }
+            // Entries a re-arm saw must pop now; if none does, the avail
+            // index is bogus: stop rather than spin.
+            if expect_more && !progress {
+                self.interrupt.device_broken();
+                return;
+            }
             // Re-arm kicks, then take what raced in before the re-arm.
             match self.tx.enable_notification(&self.mem) {
-                Ok(true) => continue,
+                Ok(true) => {
+                    expect_more = true;
+                    continue;
+                }
                 Ok(false) => break,
                 Err(_) => {
                     self.interrupt.device_broken();
@@ -274,9 +286,13 @@ impl NetWorker {
         let start = self.rx.next_avail();
         let mut chains = Vec::new();
         let mut room: u64 = 0;
+        // Set when a re-arm saw new entries; a pop must then succeed, or
+        // the avail index is bogus.
+        let mut expect_more = false;
         loop {
             match self.rx.pop_descriptor_chain(&self.mem) {
                 Some(chain) => {
+                    expect_more = false;
                     let head = chain.head_index();
                     let descs: Vec<Descriptor> = chain.collect();
                     // A hostile chain counts as no room; the copy refuses
@@ -287,6 +303,7 @@ impl NetWorker {
                         return RxBuffers::Ready(chains);
                     }
                 }
+                None if expect_more => return RxBuffers::Broken,
                 None => {
                     // Re-arm at the end of what was taken (with EVENT_IDX
                     // avail_event = next_avail), then look again in case
@@ -296,6 +313,7 @@ impl NetWorker {
                             if self.rx.disable_notification(&self.mem).is_err() {
                                 return RxBuffers::Broken;
                             }
+                            expect_more = true;
                         }
                         Ok(false) => {
                             // Give a partial set back; the kick resumes.
