@@ -6,13 +6,14 @@
 //!
 //! Needs root, /dev/kvm, `nimbus-vmm` next to `nimbus` (`cargo build
 //! --workspace --bins`) and the default guest images already built
-//! (`nimbus image build`); without them the test says so and does nothing.
+//! (`nimbus image build`); without them the test fails and says what is
+//! missing.
 
 mod common;
+mod guests;
 
-use std::path::Path;
-
-use common::{nimbus_bin, Host};
+use common::Host;
+use guests::vms;
 use serde_json::Value;
 
 const FILE: &str = "name: vmt
@@ -33,51 +34,11 @@ scale_sets:
   web: {replicas: 2, subnet: web, size: Lab0}
 ";
 
-fn missing_prerequisite() -> Option<String> {
-    if !Path::new("/dev/kvm").exists() {
-        return Some("no /dev/kvm".into());
-    }
-    let vmm = nimbus_bin().with_file_name("nimbus-vmm");
-    if !vmm.is_file() && std::env::var_os("NIMBUS_VMM").is_none() {
-        return Some(format!("{} is not built", vmm.display()));
-    }
-    let out = std::process::Command::new(nimbus_bin())
-        .args(["image", "show", "--output", "json"])
-        .output()
-        .ok()?;
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-    (v["built"] != true).then(|| "the default guest images are not built".into())
-}
-
-/// Name -> (state, pid) of every VM.
-fn vms(host: &Host) -> Vec<(String, String, Option<u64>)> {
-    let r = host.nimbus_in_ns(&["vm", "list", "--output", "json"]);
-    assert_eq!(r.code, Some(0), "{}", r.transcript());
-    let v: Value = serde_json::from_str(&r.stdout).expect("vm list JSON");
-    let mut out: Vec<_> = v
-        .as_array()
-        .map(Vec::as_slice)
-        .unwrap_or_default()
-        .iter()
-        .map(|vm| {
-            (
-                vm["name"].as_str().unwrap_or_default().to_string(),
-                vm["state"].as_str().unwrap_or_default().to_string(),
-                vm["pid"].as_u64(),
-            )
-        })
-        .collect();
-    out.sort();
-    out
-}
-
 #[test]
 fn vms_and_scale_sets_come_up_scale_in_and_go_down() {
     // scripts/test.sh builds the images first; a missing prerequisite is
     // a failure, not a skip.
-    if let Some(why) = missing_prerequisite() {
-        panic!("cannot run: {why}");
-    }
+    guests::require_guests();
     let host = Host::new();
     let path = host.dir.join("vmt.yaml");
     std::fs::write(&path, FILE).expect("write file");
@@ -93,10 +54,12 @@ fn vms_and_scale_sets_come_up_scale_in_and_go_down() {
         );
     }
     let first = vms(&host);
-    let names: Vec<&str> = first.iter().map(|(n, _, _)| n.as_str()).collect();
+    let names: Vec<&str> = first.iter().map(|(n, _, _, _)| n.as_str()).collect();
     assert_eq!(names, ["vmt-admin", "vmt-web-0", "vmt-web-1"]);
     assert!(
-        first.iter().all(|(_, s, p)| s == "running" && p.is_some()),
+        first
+            .iter()
+            .all(|(_, s, p, _)| s == "running" && p.is_some()),
         "{first:?}"
     );
     let lb = host.ok(&["lb", "show", "vmt-web", "--output", "json"]);

@@ -43,7 +43,7 @@ pub fn run(c: &Common) -> Result<ExitCode> {
             return Err(Refused(Diagnostics::new(&c.file, errors)).into());
         }
     };
-    let store = Store::open(&c.state_dir, &name)?;
+    let store = Store::open(&c.host.state_dir, &name)?;
     let owned = store.snapshot().objects;
     if owned.is_empty() {
         store.delete_if_empty()?;
@@ -54,7 +54,7 @@ pub fn run(c: &Common) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let prefix = format!("{name}-");
-    let mut observed = observed::observe(&mut Client::connect(&c.netd_socket)?, |n| {
+    let mut observed = observed::observe(&mut Client::connect(&c.host.netd_socket)?, |n| {
         n.starts_with(&prefix)
     })?;
     let vms = c.vms();
@@ -76,7 +76,7 @@ pub fn run(c: &Common) -> Result<ExitCode> {
     };
     println!("topology {name}: removing {} objects", plan.len());
     let exec = Executor {
-        socket: &c.netd_socket,
+        socket: &c.host.netd_socket,
         store: &store,
         progress: &progress,
         vms: &vms,

@@ -81,6 +81,13 @@ Each VM gets one NIC in its subnet (or list `nics:`). Examples: examples/*.yaml.
 pub struct Common {
     /// The topology file (YAML).
     pub file: PathBuf,
+    #[command(flatten)]
+    pub host: HostOptions,
+}
+
+/// The host-wide options every topology command takes.
+#[derive(Args, Debug, Clone)]
+pub struct HostOptions {
     /// Where nimbus records what each topology owns
     /// (`STATE_DIR/topologies/NAME.json`).
     #[arg(long, env = "NIMBUS_STATE_DIR", default_value = "/var/lib/nimbus")]
@@ -101,9 +108,9 @@ impl Common {
     /// The VM store of this state directory.
     fn vms(&self) -> crate::vm::Context {
         crate::vm::Context::new(
-            self.state_dir.clone(),
-            self.netd_socket.clone(),
-            self.images.clone(),
+            self.host.state_dir.clone(),
+            self.host.netd_socket.clone(),
+            self.host.images.clone(),
         )
     }
 }
@@ -189,16 +196,16 @@ struct HostView {
 /// Reads the host. VMs are read only when `with_vms` (a topology without
 /// VMs does not need the VM store).
 fn host_view(c: &Common, name: &str, with_vms: bool) -> Result<HostView> {
-    let store = record::Store::open(&c.state_dir, name)?;
+    let store = record::Store::open(&c.host.state_dir, name)?;
     let owned = store.snapshot().objects;
     let mut others = BTreeMap::new();
-    for r in record::others(&c.state_dir, name)? {
+    for r in record::others(&c.host.state_dir, name)? {
         for id in r.objects {
             others.insert(id, r.name.clone());
         }
     }
     let prefix = format!("{name}-");
-    let mut client = Client::connect(&c.netd_socket)?;
+    let mut client = Client::connect(&c.host.netd_socket)?;
     let mut observed = observed::observe(&mut client, |nsg| nsg.starts_with(&prefix))?;
     if with_vms || owned.iter().any(|id| id.kind == desired::Kind::Vm) {
         observed::observe_vms(&c.vms(), &mut observed)?;

@@ -24,8 +24,7 @@ use anyhow::{bail, Result};
 use clap::Args;
 
 use super::up::{self, UpOptions};
-use super::{finish, load_valid, record, Common};
-use crate::image::ImageLocation;
+use super::{finish, load_valid, record, Common, HostOptions};
 
 /// Where a scale set is: the host-wide options and the set.
 #[derive(Args, Debug, Clone)]
@@ -37,19 +36,8 @@ pub struct SetRef {
     /// up from, as its record says).
     #[arg(long)]
     pub file: Option<PathBuf>,
-    /// Where nimbus records what each topology owns.
-    #[arg(long, env = "NIMBUS_STATE_DIR", default_value = "/var/lib/nimbus")]
-    pub state_dir: PathBuf,
-    /// nimbus-netd's API socket.
-    #[arg(
-        long,
-        env = "NIMBUS_NETD_SOCKET",
-        default_value = "/var/lib/nimbus/netd/netd.sock"
-    )]
-    pub netd_socket: PathBuf,
-    /// Where the default guest images are.
     #[command(flatten)]
-    pub images: ImageLocation,
+    pub host: HostOptions,
     /// How long new instances may take to boot and pass their probes.
     #[arg(long, value_name = "SECONDS", default_value_t = 600)]
     pub wait_ready: u64,
@@ -77,9 +65,7 @@ impl SetRef {
         };
         let common = |file: PathBuf| Common {
             file,
-            state_dir: self.state_dir.clone(),
-            netd_socket: self.netd_socket.clone(),
-            images: self.images.clone(),
+            host: self.host.clone(),
         };
         if let Some(file) = &self.file {
             let d = load_valid(file)?;
@@ -98,7 +84,7 @@ impl SetRef {
         let mut found = Vec::new();
         let mut unreadable = Vec::new();
         // Every record ("" is no topology's name).
-        for r in record::others(&self.state_dir, "")? {
+        for r in record::others(&self.host.state_dir, "")? {
             if topology.is_some_and(|t| t != r.name) {
                 continue;
             }
@@ -121,7 +107,7 @@ impl SetRef {
             }
             0 => bail!(
                 "no topology brought up from {} has a scale set '{set}'{}; give the file with --file",
-                record::dir(&self.state_dir).display(),
+                record::dir(&self.host.state_dir).display(),
                 if unreadable.is_empty() {
                     String::new()
                 } else {

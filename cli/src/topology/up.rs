@@ -153,7 +153,7 @@ pub fn apply(c: &Common, o: &UpOptions) -> Result<Outcome> {
     view.store.set_file(&c.file)?;
     let vms = c.vms();
     let exec = Executor {
-        socket: &c.netd_socket,
+        socket: &c.host.netd_socket,
         store: &view.store,
         progress: &progress,
         vms: &vms,
