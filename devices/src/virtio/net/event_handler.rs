@@ -332,8 +332,7 @@ impl NetWorker {
     fn write_frame(&mut self, chains: &[(u16, Vec<Descriptor>)], len: usize) -> Vec<u32> {
         let frame = &mut self.rx_buf[..len];
         let result = if self.mergeable_rx {
-            let descs: Vec<Vec<Descriptor>> = chains.iter().map(|(_, d)| d.clone()).collect();
-            frame_to_chains(&self.mem, &descs, frame)
+            frame_to_chains(&self.mem, chains.iter().map(|(_, d)| d.as_slice()), frame)
         } else {
             chains.first().map_or(Ok(vec![]), |(_, d)| {
                 frame_to_chain(&self.mem, d, frame).map(|n| vec![n])

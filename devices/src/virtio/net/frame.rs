@@ -110,13 +110,15 @@ pub fn rx_room(mem: &GuestMemory, descs: &[Descriptor]) -> Result<u64, FrameErro
 /// sets the header's `num_buffers` to the number of chains used; returns
 /// the bytes written to each chain. Every chain is checked before anything
 /// is written, and each must hold at least a header.
-pub fn frame_to_chains(
+pub fn frame_to_chains<'a>(
     mem: &GuestMemory,
-    chains: &[Vec<Descriptor>],
+    chains: impl Iterator<Item = &'a [Descriptor]> + Clone,
     frame: &mut [u8],
 ) -> Result<Vec<u32>, FrameError> {
     let mut room: u64 = 0;
-    for descs in chains {
+    let mut count: usize = 0;
+    for descs in chains.clone() {
+        count += 1;
         let r = rx_room(mem, descs)?;
         if r < VNET_HDR_LEN as u64 {
             return Err(FrameError::TooSmall {
@@ -132,13 +134,13 @@ pub fn frame_to_chains(
             room,
         });
     }
-    let count = u16::try_from(chains.len()).map_err(|_| FrameError::TooSmall {
+    let count = u16::try_from(count).map_err(|_| FrameError::TooSmall {
         frame: frame.len(),
         room,
     })?;
     frame[NUM_BUFFERS_OFFSET..VNET_HDR_LEN].copy_from_slice(&count.to_le_bytes());
     let mut rest: &[u8] = frame;
-    let mut written = Vec::with_capacity(chains.len());
+    let mut written = Vec::with_capacity(usize::from(count));
     for descs in chains {
         written.push(scatter(mem, descs, &mut rest)?);
     }
@@ -232,12 +234,12 @@ mod tests {
     fn mergeable_rx_spreads_a_frame_and_counts_buffers() {
         let m = mem();
         let mut f = frame(5000);
-        let chains = vec![
+        let chains = [
             vec![d(0x1000, 2048, W)],
             vec![d(0x2000, 2048, W)],
             vec![d(0x3000, 2048, W)],
         ];
-        let written = frame_to_chains(&m, &chains, &mut f).unwrap();
+        let written = frame_to_chains(&m, chains.iter().map(Vec::as_slice), &mut f).unwrap();
         assert_eq!(written, vec![2048, 2048, 904]);
         let mut hdr = [0u8; 12];
         m.read_slice(&mut hdr, GuestAddress(0x1000)).unwrap();
@@ -252,28 +254,28 @@ mod tests {
         let m = mem();
         let mut f = frame(3000);
         // The second chain is read-only: nothing may be written to the first.
-        let bad = vec![vec![d(0x1000, 2048, W)], vec![d(0x2000, 2048, 0)]];
+        let bad = [vec![d(0x1000, 2048, W)], vec![d(0x2000, 2048, 0)]];
         assert_eq!(
-            frame_to_chains(&m, &bad, &mut f),
+            frame_to_chains(&m, bad.iter().map(Vec::as_slice), &mut f),
             Err(FrameError::WrongDirection)
         );
         let mut b = [0u8; 64];
         m.read_slice(&mut b, GuestAddress(0x1000)).unwrap();
         assert_eq!(b, [0u8; 64]);
         // A chain smaller than a header, one outside memory, too little room.
-        let tiny = vec![vec![d(0x1000, 4, W)], vec![d(0x2000, 4096, W)]];
+        let tiny = [vec![d(0x1000, 4, W)], vec![d(0x2000, 4096, W)]];
         assert!(matches!(
-            frame_to_chains(&m, &tiny, &mut f),
+            frame_to_chains(&m, tiny.iter().map(Vec::as_slice), &mut f),
             Err(FrameError::TooSmall { .. })
         ));
-        let outside = vec![vec![d(MEM - 100, 2048, W)]];
+        let outside = [vec![d(MEM - 100, 2048, W)]];
         assert!(matches!(
-            frame_to_chains(&m, &outside, &mut f),
+            frame_to_chains(&m, outside.iter().map(Vec::as_slice), &mut f),
             Err(FrameError::OutsideMemory { .. })
         ));
-        let short = vec![vec![d(0x1000, 1024, W)], vec![d(0x2000, 1024, W)]];
+        let short = [vec![d(0x1000, 1024, W)], vec![d(0x2000, 1024, W)]];
         assert!(matches!(
-            frame_to_chains(&m, &short, &mut f),
+            frame_to_chains(&m, short.iter().map(Vec::as_slice), &mut f),
             Err(FrameError::TooSmall { .. })
         ));
     }
