@@ -259,8 +259,13 @@ mod tests {
     use super::*;
     use std::io::Write;
 
+    /// A fresh file per call: the tests run in parallel threads of one
+    /// process, and two of them rewriting one shared path raced (a reader
+    /// saw the file truncated between create and write).
     fn tmp(name: &str, content: &[u8]) -> PathBuf {
-        let p = std::env::temp_dir().join(format!("nimbus-cfg-{}-{name}", std::process::id()));
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let p = std::env::temp_dir().join(format!("nimbus-cfg-{}-{n}-{name}", std::process::id()));
         File::create(&p).unwrap().write_all(content).unwrap();
         p
     }
