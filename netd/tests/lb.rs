@@ -624,3 +624,193 @@ fn nsg_admits_the_load_balancer_by_service_tag_and_proxy_v2_carries_the_client()
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(state_of(&w, "b0"), "Up", "probes pass the NSG too");
 }
+
+/// GET `/` through `front` `n` times from `ns`: (answers per backend,
+/// requests that failed).
+fn tally_failures(ns: &str, front: SocketAddrV4, n: usize) -> (BTreeMap<String, usize>, usize) {
+    let t = tally(ns, front, n);
+    let failed = t.get("").copied().unwrap_or(0);
+    (t, failed)
+}
+
+/// Backend `nic` of rule 0 as `lb show` lists it.
+fn backend_view(w: &World, nic: &str) -> Value {
+    show(w)["rules"][0]["backends"]
+        .as_array()
+        .and_then(|a| a.iter().find(|b| b["nic"] == nic).cloned())
+        .unwrap_or_default()
+}
+
+/// An internal LB over three backends with a TCP probe of `interval`
+/// seconds and threshold 3 (passive checking on, as by default) and a
+/// round-robin rule on port 80.
+fn passive_world(w: &mut World, interval: u32) -> (Vec<Backend>, String, SocketAddrV4) {
+    let (b, client, fip) = internal_world(w, 3);
+    let probe = w.json(
+        json!({"op": "lb_probe_create", "lb": "lb", "name": "tcp", "protocol": "Tcp",
+                              "port": 80, "interval_seconds": interval, "unhealthy_threshold": 3}),
+    );
+    assert_eq!(
+        probe["probes"][0]["passive"], true,
+        "on by default: {probe}"
+    );
+    w.json(
+        json!({"op": "lb_rule_create", "lb": "lb", "name": "web", "protocol": "Tcp",
+                  "frontend_port": 80, "pool": "pool", "probe": "tcp", "algorithm": "RoundRobin"}),
+    );
+    let front = SocketAddrV4::new(fip, 80);
+    let (t, failed) = tally_failures(&client, front, 30);
+    assert_eq!((t.get("b2"), failed), (Some(&10), 0), "{t:?}");
+    (b, client, front)
+}
+
+#[test]
+fn passive_checks_take_a_dead_backend_out_long_before_its_probe() {
+    let mut w = World::new();
+    w.start_netd_with(&[("NIMBUS_NETD_METRICS_LISTEN", "127.0.0.1:9101")]);
+    // A probe every 30 s: on its own it would need 3 x 30 s to notice.
+    let (b, client, front) = passive_world(&mut w, 30);
+    b[2].kill();
+    let killed_at = Instant::now();
+    // Every third request picks b2: its connection is refused, the
+    // request goes on to another backend, and the third refusal in a row
+    // takes b2 out.
+    let (t, failed) = tally_failures(&client, front, 60);
+    let took = killed_at.elapsed();
+    assert_eq!(failed, 0, "no request lost: {t:?}");
+    assert_eq!(t.get("b2"), None, "{t:?}");
+    let b2 = backend_view(&w, "b2");
+    println!("passive check: b2 out {took:?} after the kill (probe interval 30 s): {b2}");
+    assert_eq!(b2["state"], "Down", "{b2}");
+    assert!(
+        b2["reason"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("passive: 3 connect failures in a row to 10.0.1.6:80")),
+        "{b2}"
+    );
+    assert_eq!(
+        b2["counters"]["errors"], 3,
+        "one refused connection each: {b2}"
+    );
+    assert_eq!(b2["passive_downs"], 1, "{b2}");
+    assert!(took < Duration::from_secs(10), "{took:?}");
+    // The verdict is the probe's: `lb show` lists it there too.
+    let v = show(&w);
+    assert!(
+        v["probes"][0]["backends"].as_array().is_some_and(|a| a
+            .iter()
+            .any(|p| p["address"] == "10.0.1.6:80" && p["state"] == "Down")),
+        "{v}"
+    );
+    // New flows keep away from it.
+    let (t, failed) = tally_failures(&client, front, 30);
+    assert_eq!(
+        (t.get("b0"), t.get("b1"), failed),
+        (Some(&15), Some(&15), 0)
+    );
+    assert_eq!(backend_view(&w, "b2")["counters"]["errors"], 3);
+
+    let text = in_ns(&w.host.clone(), || {
+        let mut s = TcpStream::connect("127.0.0.1:9101").expect("metrics endpoint");
+        s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").expect("send");
+        let mut out = String::new();
+        s.read_to_string(&mut out).expect("read");
+        out
+    });
+    let labels = "{lb=\"lb\",rule=\"web\",backend=\"10.0.1.6:80\",nic=\"b2\"}";
+    assert!(
+        text.contains(&format!("nimbus_lb_backend_passive_downs_total{labels} 1")),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("nimbus_lb_backend_up{labels} 0")),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_passively_removed_backend_returns_when_its_probe_passes() {
+    let mut w = World::new();
+    // Probes every 2 s: passive checking acts within the first requests,
+    // well before the probe's 3 failures; the probe brings b2 back.
+    let (mut b, client, front) = passive_world(&mut w, 2);
+    b[2].kill();
+    let killed_at = Instant::now();
+    let (t, failed) = tally_failures(&client, front, 12);
+    assert_eq!(failed, 0, "{t:?}");
+    let b2 = backend_view(&w, "b2");
+    assert_eq!(b2["state"], "Down", "{b2}");
+    assert!(
+        b2["reason"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("passive: 3 connect failures")),
+        "out by passive checking, {:?} after the kill: {b2}",
+        killed_at.elapsed()
+    );
+    // The server comes back on the same port.
+    drop(b.pop());
+    let ns = format!("{}-b2", w.prefix);
+    let _b2 = Backend::start(&ns, "b2", 80);
+    let back = wait_for("b2 back in rotation", Duration::from_secs(6), || {
+        state_of(&w, "b2") == "Up"
+    });
+    println!(
+        "passively removed backend back {back:?} after its server returned (probe interval 2 s)"
+    );
+    let b2 = backend_view(&w, "b2");
+    assert_eq!(b2["reason"], Value::Null, "{b2}");
+    let (t, failed) = tally_failures(&client, front, 30);
+    assert_eq!((t.get("b2"), failed), (Some(&10), 0), "{t:?}");
+}
+
+#[test]
+fn udp_proxy_v2_tells_the_backend_the_client_address() {
+    let mut w = World::new();
+    w.json(json!({"op": "vnet_create", "name": "v", "address_space": ["10.0.0.0/16"]}));
+    w.json(json!({"op": "subnet_create", "vnet": "v", "name": "s", "cidr": "10.0.1.0/24"}));
+    let (ns, _) = w.vm("u0", "v", "s", json!({}));
+    // Answers "<client address from the header> <family/transport byte>
+    // <payload after the header>", or "no header".
+    let sock = in_ns(&ns, || UdpSocket::bind("0.0.0.0:5353").expect("bind"));
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 2048];
+        while let Ok((n, from)) = sock.recv_from(&mut buf) {
+            let d = &buf[..n];
+            let answer = match netd::lb::proxy_header::decode(d) {
+                Some((Some(client), len)) => format!(
+                    "{client} {:#04x} {}",
+                    d[13],
+                    String::from_utf8_lossy(&d[len..])
+                ),
+                _ => "no header".to_string(),
+            };
+            let _ = sock.send_to(answer.as_bytes(), from);
+        }
+    });
+    let (client, client_ip) = w.vm("client", "v", "s", json!({}));
+    w.json(json!({"op": "lb_create", "name": "lb", "vnet": "v", "subnet": "s", "private_ip": "10.0.1.200"}));
+    w.json(json!({"op": "lb_pool_create", "lb": "lb", "name": "pool", "members": [{"nic": "u0"}]}));
+    let v = w.json(json!({"op": "lb_rule_create", "lb": "lb", "name": "dns", "protocol": "Udp",
+                          "frontend_port": 53, "backend_port": 5353, "pool": "pool", "proxy_protocol": true}));
+    assert_eq!(v["rules"][0]["proxy_protocol"], true, "{v}");
+    let front = SocketAddrV4::new(Ipv4Addr::new(10, 0, 1, 200), 53);
+    let (local, answers) = in_ns(&client, move || {
+        let s = UdpSocket::bind("0.0.0.0:0").expect("bind");
+        s.set_read_timeout(Some(TIMEOUT)).expect("timeout");
+        let local = s.local_addr().expect("local address");
+        // Every datagram of the session carries the header, not only the
+        // first.
+        let answers: Vec<String> = (0..3)
+            .map(|i| {
+                s.send_to(format!("q{i}").as_bytes(), front).expect("send");
+                let mut buf = [0u8; 256];
+                let n = s.recv(&mut buf).expect("answer");
+                String::from_utf8_lossy(&buf[..n]).into_owned()
+            })
+            .collect();
+        (local, answers)
+    });
+    let seen = SocketAddrV4::new(client_ip, local.port());
+    let want: Vec<String> = (0..3).map(|i| format!("{seen} 0x12 q{i}")).collect();
+    assert_eq!(answers, want);
+}

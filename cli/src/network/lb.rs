@@ -129,6 +129,10 @@ enum ProbeAction {
         /// Failures in a row that take a backend out (default 2).
         #[arg(long)]
         threshold: Option<u32>,
+        /// No passive checking: only failed probes take a backend out, not
+        /// the data path's failed connection attempts (TCP rules).
+        #[arg(long)]
+        no_passive: bool,
     },
     /// Delete a probe no rule uses.
     Delete {
@@ -172,7 +176,8 @@ enum RuleAction {
         /// Idle timeout in seconds (overrides --idle-timeout; for labs).
         #[arg(long)]
         idle_timeout_seconds: Option<u32>,
-        /// Send a PROXY protocol v2 header to the backends (TCP).
+        /// Send a PROXY protocol v2 header to the backends (TCP: once per
+        /// connection; UDP: in front of every datagram).
         #[arg(long)]
         proxy_protocol: bool,
     },
@@ -224,13 +229,18 @@ fn print_lb(v: &Value) {
         .unwrap_or_default()
     {
         println!(
-            "probe {}: {} port {} {} every {} s, out after {} failures",
+            "probe {}: {} port {} {} every {} s, out after {} failures{}",
             cell(&p["name"]),
             cell(&p["protocol"]),
             cell(&p["port"]),
             cell(&p["path"]),
             cell(&p["interval_seconds"]),
-            cell(&p["unhealthy_threshold"])
+            cell(&p["unhealthy_threshold"]),
+            if p["passive"] == true {
+                " (probes, or TCP connection attempts in a row)"
+            } else {
+                ""
+            }
         );
     }
     for r in v["rules"].as_array().map(Vec::as_slice).unwrap_or_default() {
@@ -276,6 +286,7 @@ fn print_lb(v: &Value) {
                 "errors",
                 "bytes_in",
                 "bytes_out",
+                "reason",
             ],
         );
     }
@@ -359,6 +370,7 @@ pub fn dispatch(cmd: LbCommand) -> Result<()> {
             expected_status,
             interval,
             threshold,
+            no_passive,
         }) => show_lb(
             c,
             Request::LbProbeCreate {
@@ -371,6 +383,7 @@ pub fn dispatch(cmd: LbCommand) -> Result<()> {
                     expected_status,
                     interval_seconds: interval,
                     unhealthy_threshold: threshold,
+                    passive: no_passive.then_some(false),
                 },
             },
         ),

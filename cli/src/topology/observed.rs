@@ -277,6 +277,7 @@ fn lb_spec(v: &Value) -> Spec {
                 .and_then(|n| u32::try_from(n).ok()),
             interval_seconds: Some(num(&p["interval_seconds"])),
             unhealthy_threshold: Some(num(&p["unhealthy_threshold"])),
+            passive: Some(p["passive"].as_bool().unwrap_or(true)),
         })
         .collect();
     let mut rules: Vec<LbRuleSpec> = list(&v["rules"])

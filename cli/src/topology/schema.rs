@@ -238,6 +238,10 @@ pub struct ProbeSpecY {
     /// Failures in a row that take a backend out (default 2).
     #[serde(default)]
     pub unhealthy_threshold: Option<Spanned<u32>>,
+    /// Passive checking: failed connection attempts of TCP rules take a
+    /// backend out as well (default true).
+    #[serde(default)]
+    pub passive: Option<Spanned<bool>>,
 }
 
 /// A load-balancing rule.
@@ -267,7 +271,8 @@ pub struct LbRuleSpecY {
     /// 1–6000 seconds (overrides minutes).
     #[serde(default)]
     pub idle_timeout_seconds: Option<Spanned<u32>>,
-    /// PROXY protocol v2 header to the backends (TCP).
+    /// PROXY protocol v2 header to the backends (TCP: once per connection;
+    /// UDP: in front of every datagram).
     #[serde(default)]
     pub proxy_protocol: Option<Spanned<bool>>,
 }

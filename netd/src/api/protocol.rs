@@ -383,9 +383,15 @@ pub struct ProbeSpec {
     /// Seconds between probes (default 5).
     #[serde(default)]
     pub interval_seconds: Option<u32>,
-    /// Failures in a row that take a backend out (default 2).
+    /// Failures in a row that take a backend out (default 2): failed
+    /// probes, or failed connection attempts of a TCP rule's data path
+    /// when passive checking is on.
     #[serde(default)]
     pub unhealthy_threshold: Option<u32>,
+    /// Passive checking: the TCP data path's failed connection attempts
+    /// count too and take a backend out at once (default true).
+    #[serde(default)]
+    pub passive: Option<bool>,
 }
 
 /// A load-balancing rule as a client writes it.
@@ -415,7 +421,8 @@ pub struct LbRuleSpec {
     /// `WeightedRoundRobin` or `LeastConnections`.
     #[serde(default)]
     pub algorithm: Option<String>,
-    /// Send a PROXY protocol v2 header to backends (TCP only).
+    /// Send a PROXY protocol v2 header to backends (TCP: once per
+    /// connection; UDP: in front of every datagram).
     #[serde(default)]
     pub proxy_protocol: bool,
 }

@@ -205,6 +205,11 @@ pub fn render(balancer: &Balancer) -> String {
             "gauge",
             "1 while a removed backend finishes its open flows.",
         ),
+        Family::new(
+            "nimbus_lb_backend_passive_downs_total",
+            "counter",
+            "Times failed connection attempts in a row took a backend out before its probe did.",
+        ),
     ];
     for rule in balancer.rules() {
         let fl = format!(
@@ -247,7 +252,8 @@ pub fn render(balancer: &Balancer) -> String {
                 .push((bl.clone(), u64::from(b.health.is_up())));
             fams[9]
                 .samples
-                .push((bl, u64::from(b.draining.load(Ordering::Relaxed))));
+                .push((bl.clone(), u64::from(b.draining.load(Ordering::Relaxed))));
+            fams[10].samples.push((bl, b.passive.downs()));
         }
     }
     let mut out = String::new();

@@ -29,7 +29,18 @@
 //! has its own route to the client. PROXY v2 is explicit, works for every
 //! topology and costs one 28-byte write per connection.
 //!
-//! UDP is relayed per session (client address), see [`udp`].
+//! UDP is relayed per session (client address), see [`udp`]; with
+//! `proxy_protocol` every datagram to the backend starts with a PROXY v2
+//! header (transport DGRAM), since a datagram has no connection to send
+//! it once on.
+//!
+//! # Health
+//!
+//! A rule's probe ([`probe`]) takes a backend out after its unhealthy
+//! threshold of failed probes and brings it back after one that passes.
+//! Passive checking ([`passive`], on by default per probe) takes a TCP
+//! backend out sooner, after as many failed connection attempts in a row
+//! of the data path; the probe brings it back the same way.
 //!
 //! # Draining
 //!
@@ -41,6 +52,7 @@
 
 pub mod maglev;
 pub mod metrics;
+pub mod passive;
 pub mod probe;
 pub mod proxy_header;
 pub mod select;
@@ -63,6 +75,7 @@ use crate::error::NetError;
 use crate::model::{Algorithm, LbProtocol, Name, Probe};
 use crate::state::State;
 use metrics::Counters;
+use passive::Passive;
 use probe::Health;
 use select::{Backend, Pool};
 
@@ -126,6 +139,17 @@ impl RuleRuntime {
             }
         }
     }
+}
+
+/// A pool member as `reconcile` wants it.
+struct Member {
+    nic: Name,
+    addr: SocketAddrV4,
+    weight: u32,
+    /// The probe's verdict (None: no probe).
+    health: Option<Arc<Health>>,
+    /// Passive checking's threshold (None: off).
+    passive: Option<u32>,
 }
 
 /// (load balancer, probe, backend address): one probe task each.
@@ -285,20 +309,21 @@ impl Balancer {
                     let Ok(nic) = state.nic(&m.nic) else {
                         continue;
                     };
-                    let health = rule
-                        .probe
-                        .as_ref()
-                        .and_then(|p| {
-                            let addr = SocketAddrV4::new(nic.ip, lb.probe(p)?.port);
-                            inner.probes.get(&(lb.name.clone(), p.clone(), addr))
-                        })
-                        .map(|p| p.health.clone());
-                    members.push((
-                        m.nic.clone(),
-                        SocketAddrV4::new(nic.ip, rule.backend_port),
-                        m.weight.0,
+                    let probed = rule.probe.as_ref().and_then(|p| {
+                        let addr = SocketAddrV4::new(nic.ip, lb.probe(p)?.port);
+                        inner.probes.get(&(lb.name.clone(), p.clone(), addr))
+                    });
+                    let health = probed.map(|p| p.health.clone());
+                    let passive = probed
+                        .filter(|p| p.probe.passive && rule.protocol == LbProtocol::Tcp)
+                        .map(|p| p.probe.unhealthy_threshold);
+                    members.push(Member {
+                        nic: m.nic.clone(),
+                        addr: SocketAddrV4::new(nic.ip, rule.backend_port),
+                        weight: m.weight.0,
                         health,
-                    ));
+                        passive,
+                    });
                 }
                 wanted.insert(
                     (lb.name.clone(), rule.name.clone()),
@@ -326,14 +351,14 @@ impl Balancer {
             let existing = inner.rules.get(&key).cloned();
             let old = existing.as_ref().map(|r| r.pool());
             let mut list: Vec<Arc<Backend>> = Vec::new();
-            for (nic, addr, weight, health) in members {
+            for m in members {
                 let reuse = old.as_ref().and_then(|p| {
                     p.members.iter().find(|b| {
-                        b.nic == nic
-                            && b.addr == addr
-                            && b.weight == weight
+                        b.nic == m.nic
+                            && b.addr == m.addr
+                            && b.weight == m.weight
                             && !b.draining.load(Ordering::Relaxed)
-                            && match &health {
+                            && match &m.health {
                                 Some(h) => Arc::ptr_eq(h, &b.health),
                                 None => true,
                             }
@@ -342,12 +367,13 @@ impl Balancer {
                 list.push(match reuse {
                     Some(b) => b.clone(),
                     None => Arc::new(Backend {
-                        nic,
-                        addr,
-                        weight,
-                        health: health.unwrap_or_else(|| Arc::new(Health::up())),
+                        nic: m.nic,
+                        addr: m.addr,
+                        weight: m.weight,
+                        health: m.health.unwrap_or_else(|| Arc::new(Health::up())),
                         draining: AtomicBool::new(false),
                         counters: Counters::default(),
+                        passive: Passive::new(m.passive),
                     }),
                 });
             }
@@ -473,6 +499,8 @@ impl Balancer {
                         v["address"] = json!(b.addr.to_string());
                         v["weight"] = json!(b.weight);
                         v["draining"] = json!(b.draining.load(Ordering::Relaxed));
+                        v["passive"] = json!(b.passive.is_on());
+                        v["passive_downs"] = json!(b.passive.downs());
                         v["counters"] = json!(b.counters.snapshot());
                         v
                     })

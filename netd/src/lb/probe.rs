@@ -1,8 +1,10 @@
 //! Health probes: one task per (load balancer, probe, backend address).
 //! A backend leaves the rotation after `unhealthy_threshold` failed probes
 //! in a row (so after about interval × threshold) and returns after one
-//! that passes. Probes come from the host, so their source is the
-//! subnet's gateway address: what the `AzureLoadBalancer` tag allows.
+//! that passes; passive checking ([`super::passive`]) may take it out
+//! sooner, and the probe brings it back the same way. Probes come from
+//! the host, so their source is the subnet's gateway address: what the
+//! `AzureLoadBalancer` tag allows.
 
 use std::net::SocketAddrV4;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -18,13 +20,21 @@ use crate::model::{Probe, ProbeCheck};
 /// Longest a single probe may take.
 const MAX_PROBE_TIME: Duration = Duration::from_secs(2);
 
-/// A backend's health as its probe sees it.
+/// A backend's health as its probe (and passive checking, see
+/// [`super::passive`]) sees it.
 #[derive(Debug)]
 pub struct Health {
     up: AtomicBool,
     probed: bool,
     failures: AtomicU32,
+    /// Bumped on every change of `up`, so that passive checking counts
+    /// failures in a row within one spell in rotation.
+    generation: AtomicU32,
     last: Mutex<String>,
+    /// Why the backend is out of rotation (empty while it is in). Every
+    /// change of `up` happens under this lock, so the two agree; the data
+    /// path only ever reads `up`.
+    reason: Mutex<String>,
 }
 
 impl Health {
@@ -34,7 +44,9 @@ impl Health {
             up: AtomicBool::new(true),
             probed: false,
             failures: AtomicU32::new(0),
+            generation: AtomicU32::new(0),
             last: Mutex::new(String::new()),
+            reason: Mutex::new(String::new()),
         }
     }
 
@@ -53,9 +65,10 @@ impl Health {
     /// the rotation once its probe succeeds.
     pub fn pending() -> Self {
         let h = Health::probed();
-        h.up.store(false, Ordering::Relaxed);
+        let why = "joined a pool in service: waiting for the first probe to pass";
+        h.set(false, why.into());
         if let Ok(mut last) = h.last.lock() {
-            *last = "joined a pool in service: waiting for the first probe to pass".into();
+            *last = why.into();
         }
         h
     }
@@ -65,21 +78,49 @@ impl Health {
         self.up.load(Ordering::Relaxed)
     }
 
-    /// For `lb show`: state, failures in a row and the last result.
+    /// Changes of `up` so far.
+    pub fn generation(&self) -> u32 {
+        self.generation.load(Ordering::Relaxed)
+    }
+
+    /// Puts the backend in rotation or takes it out, with the reason;
+    /// true when that changed it.
+    fn set(&self, up: bool, reason: String) -> bool {
+        let mut why = self.reason.lock().unwrap_or_else(|e| e.into_inner());
+        if self.up.swap(up, Ordering::Relaxed) == up {
+            return false;
+        }
+        self.generation.fetch_add(1, Ordering::Relaxed);
+        *why = if up { String::new() } else { reason };
+        true
+    }
+
+    /// Takes a probed backend out of rotation on passive evidence; its
+    /// probe puts it back once it passes. True when it was in rotation.
+    /// A backend without a probe stays: nothing would bring it back.
+    pub fn mark_down(&self, reason: String) -> bool {
+        self.probed && self.set(false, reason)
+    }
+
+    /// For `lb show`: state, why it is down, probe failures in a row and
+    /// the last probe result.
     pub fn view(&self) -> serde_json::Value {
         let last = self.last.lock().map(|s| s.clone()).unwrap_or_default();
+        let reason = self.reason.lock().map(|s| s.clone()).unwrap_or_default();
         serde_json::json!({
             "state": match (self.probed, self.is_up()) {
                 (false, _) => "Unprobed",
                 (true, true) => "Up",
                 (true, false) => "Down",
             },
+            "reason": if reason.is_empty() { None } else { Some(reason) },
             "failures_in_a_row": self.failures.load(Ordering::Relaxed),
             "last_result": if last.is_empty() { None } else { Some(last) },
         })
     }
 
-    fn record(&self, result: Result<(), String>, threshold: u32, who: &str) {
+    /// Takes one probe result.
+    pub(super) fn record(&self, result: Result<(), String>, threshold: u32, who: &str) {
         let text = match &result {
             Ok(()) => "ok".to_string(),
             Err(e) => e.clone(),
@@ -90,13 +131,14 @@ impl Health {
         match result {
             Ok(()) => {
                 self.failures.store(0, Ordering::Relaxed);
-                if !self.up.swap(true, Ordering::Relaxed) {
+                if self.set(true, String::new()) {
                     info!(backend = who, "probe passes: backend back in rotation");
                 }
             }
             Err(e) => {
                 let n = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
-                if n >= threshold && self.up.swap(false, Ordering::Relaxed) {
+                if n >= threshold && self.set(false, format!("probe: {n} failures in a row ({e})"))
+                {
                     info!(backend = who, error = %e, failures = n, "probe fails: backend out of rotation");
                 }
             }

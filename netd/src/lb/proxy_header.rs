@@ -1,7 +1,8 @@
 //! PROXY protocol version 2 (haproxy.org/download/2.6/doc/proxy-protocol.txt):
-//! the binary header a proxy sends first on a backend connection so that
-//! the backend learns the client's address. Understood by HAProxy, nginx
-//! (`proxy_protocol`), Envoy, and easy to parse in a guest.
+//! the binary header a proxy sends first on a backend connection (or in
+//! front of every datagram, for UDP) so that the backend learns the
+//! client's address. Understood by HAProxy, nginx (`proxy_protocol`),
+//! Envoy, dnsdist, and easy to parse in a guest.
 
 use std::net::SocketAddr;
 
@@ -9,6 +10,10 @@ use std::net::SocketAddr;
 pub const SIGNATURE: [u8; 12] = [
     0x0d, 0x0a, 0x0d, 0x0a, 0x00, 0x0d, 0x0a, 0x51, 0x55, 0x49, 0x54, 0x0a,
 ];
+
+/// Longest header [`encode`] makes: 16 bytes and two IPv6 addresses and
+/// ports.
+pub const MAX_LEN: usize = 16 + 36;
 
 /// Transport of the proxied connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,7 +27,7 @@ pub enum Transport {
 /// Encodes a `PROXY` command header for a connection from `client` to
 /// `frontend`. Mixed families (never produced here) are sent as `LOCAL`.
 pub fn encode(client: SocketAddr, frontend: SocketAddr, transport: Transport) -> Vec<u8> {
-    let mut out = Vec::with_capacity(16 + 36);
+    let mut out = Vec::with_capacity(MAX_LEN);
     out.extend_from_slice(&SIGNATURE);
     let t = match transport {
         Transport::Stream => 0x1,
@@ -110,6 +115,33 @@ mod tests {
     }
 
     #[test]
+    fn udp_over_ipv4_header_is_byte_exact() {
+        let h = encode(
+            "192.0.2.7:40000".parse().unwrap(),
+            "10.0.1.200:53".parse().unwrap(),
+            Transport::Datagram,
+        );
+        let mut want = SIGNATURE.to_vec();
+        want.extend_from_slice(&[
+            0x21, // version 2, command PROXY
+            0x12, // AF_INET, DGRAM: "UDP over IPv4"
+            0x00, 0x0c, // 12 bytes of addresses follow
+            192, 0, 2, 7, // source: the client
+            10, 0, 1, 200, // destination: the frontend
+            0x9c, 0x40, // source port 40000
+            0x00, 0x35, // destination port 53
+        ]);
+        assert_eq!(h, want);
+        assert!(h.len() <= MAX_LEN);
+        // A datagram's payload follows the header directly.
+        let mut datagram = h.clone();
+        datagram.extend_from_slice(b"query");
+        let (client, len) = decode(&datagram).unwrap();
+        assert_eq!(client, Some("192.0.2.7:40000".parse().unwrap()));
+        assert_eq!(&datagram[len..], b"query");
+    }
+
+    #[test]
     fn ipv6_and_mixed() {
         let h = encode(
             "[2001:db8::1]:5".parse().unwrap(),
@@ -117,6 +149,7 @@ mod tests {
             Transport::Datagram,
         );
         assert_eq!(h[13], 0x22);
+        assert_eq!(h.len(), MAX_LEN);
         assert_eq!(
             decode(&h).unwrap().0,
             Some("[2001:db8::1]:5".parse().unwrap())

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use super::maglev::{mix64, Maglev};
 use super::metrics::Counters;
+use super::passive::Passive;
 use super::probe::Health;
 use crate::model::{Algorithm, Name};
 
@@ -26,6 +27,8 @@ pub struct Backend {
     pub draining: AtomicBool,
     /// Counters.
     pub counters: Counters,
+    /// The data path's failed connection attempts in a row.
+    pub passive: Passive,
 }
 
 impl Backend {
@@ -218,6 +221,7 @@ mod tests {
             health: Arc::new(Health::up()),
             draining: AtomicBool::new(false),
             counters: Counters::default(),
+            passive: Passive::default(),
         })
     }
 

@@ -1,6 +1,7 @@
 //! The TCP data path: accept on the frontend, pick a backend, connect
 //! (trying the next eligible backend when a connection attempt fails, so
-//! a backend that just died costs no client its request), optionally send
+//! a backend that just died costs no client its request, and counting the
+//! failure for passive checking, [`super::passive`]), optionally send
 //! a PROXY v2 header, then relay both ways until both sides are done, the
 //! flow is idle for the rule's idle timeout, or the rule goes away.
 
@@ -135,11 +136,19 @@ async fn handle(local: &Local, client: TcpStream, peer: SocketAddr) {
         };
         let b = &pool.members[i];
         match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(b.addr)).await {
-            Ok(Ok(s)) => break (i, s),
-            Ok(Err(e)) => {
-                debug!(backend = %b.addr, error = %e, "connect failed; trying another backend")
+            Ok(Ok(s)) => {
+                b.passive.connected();
+                break (i, s);
             }
-            Err(_) => debug!(backend = %b.addr, "connect timed out; trying another backend"),
+            Ok(Err(e)) => {
+                debug!(backend = %b.addr, error = %e, "connect failed; trying another backend");
+                b.passive.failed(&b.health, b.addr, &e);
+            }
+            Err(_) => {
+                debug!(backend = %b.addr, "connect timed out; trying another backend");
+                let e = format!("no answer within {} ms", CONNECT_TIMEOUT.as_millis());
+                b.passive.failed(&b.health, b.addr, &e);
+            }
         }
         b.counters.error();
         tried.push(i);

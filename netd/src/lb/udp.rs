@@ -2,6 +2,14 @@
 //! with its own connected socket towards the backend chosen for the
 //! session's first datagram. Replies go back from the frontend address.
 //! A session ends after the rule's idle timeout without traffic either way.
+//!
+//! With `proxy_protocol`, every datagram to the backend starts with a
+//! PROXY v2 header (command PROXY, transport DGRAM) naming the client and
+//! the frontend, as the spec (section 2.2) has it for datagrams: there
+//! is no connection to send it once on, and any datagram may be the
+//! first the backend sees. The header is encoded once per session and
+//! written into room kept in front of the received datagram, so adding
+//! it copies no payload. Replies come back as they are.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -14,6 +22,7 @@ use tokio::sync::watch;
 use tracing::{debug, warn};
 
 use super::metrics::OpenFlow;
+use super::proxy_header::{self, Transport};
 use super::select::{Backend, Flow};
 use super::RuleRuntime;
 
@@ -22,9 +31,14 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|v| *v).await;
 }
 
+/// Room kept in front of every received datagram for a PROXY v2 header.
+const HEADER_ROOM: usize = proxy_header::MAX_LEN;
+
 struct Session {
     backend: Arc<Backend>,
     socket: Arc<UdpSocket>,
+    /// The PROXY v2 header every datagram to the backend starts with.
+    header: Option<Vec<u8>>,
     /// Milliseconds since `epoch` of the last datagram either way.
     last: AtomicU64,
 }
@@ -35,9 +49,9 @@ type Sessions = Arc<Mutex<HashMap<SocketAddr, Arc<Session>>>>;
 pub async fn serve(rule: Arc<RuleRuntime>, front: Arc<UdpSocket>, stop: watch::Receiver<bool>) {
     let sessions: Sessions = Arc::default();
     let epoch = Instant::now();
-    let mut buf = vec![0u8; 65_536];
+    let mut buf = vec![0u8; HEADER_ROOM + 65_536];
     loop {
-        let (n, peer) = match front.recv_from(&mut buf).await {
+        let (n, peer) = match front.recv_from(&mut buf[HEADER_ROOM..]).await {
             Ok(x) => x,
             Err(e) => {
                 warn!(error = %e, frontend = %rule.frontend, "udp receive failed");
@@ -59,7 +73,18 @@ pub async fn serve(rule: Arc<RuleRuntime>, front: Arc<UdpSocket>, stop: watch::R
         session
             .last
             .store(epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
-        match session.socket.send(&buf[..n]).await {
+        let start = match &session.header {
+            Some(h) => match HEADER_ROOM.checked_sub(h.len()) {
+                Some(start) => {
+                    buf[start..HEADER_ROOM].copy_from_slice(h);
+                    start
+                }
+                // Never: `encode` makes at most `MAX_LEN` bytes.
+                None => HEADER_ROOM,
+            },
+            None => HEADER_ROOM,
+        };
+        match session.socket.send(&buf[start..HEADER_ROOM + n]).await {
             Ok(_) => {
                 rule.counters.add_in(n as u64);
                 session.backend.counters.add_in(n as u64);
@@ -100,9 +125,14 @@ async fn open(
         backend.counters.error();
         return None;
     }
+    let header = rule
+        .settings
+        .proxy_protocol
+        .then(|| proxy_header::encode(peer, rule.frontend.into(), Transport::Datagram));
     let session = Arc::new(Session {
         backend: backend.clone(),
         socket: Arc::new(socket),
+        header,
         last: AtomicU64::new(epoch.elapsed().as_millis() as u64),
     });
     if let Ok(mut m) = sessions.lock() {

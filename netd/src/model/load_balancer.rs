@@ -111,6 +111,17 @@ pub struct Probe {
     /// Consecutive failures that take a backend out (Azure's
     /// "unhealthy threshold", numberOfProbes); one success brings it back.
     pub unhealthy_threshold: u32,
+    /// Passive checking as well (HAProxy's `observe layer4` with
+    /// `on-error mark-down`): as many failed connection attempts in a row
+    /// of the TCP data path as the unhealthy threshold take a backend out
+    /// at once, without waiting for the probe; the probe brings it back.
+    /// On by default, also for state files from before the field.
+    #[serde(default = "passive_default")]
+    pub passive: bool,
+}
+
+fn passive_default() -> bool {
+    true
 }
 
 impl Probe {
@@ -197,8 +208,9 @@ pub struct LbRule {
     pub idle_timeout_seconds: u32,
     /// Distribution algorithm.
     pub algorithm: Algorithm,
-    /// Send a PROXY protocol v2 header to the backend (TCP only) so it
-    /// learns the client's address.
+    /// Send a PROXY protocol v2 header to the backend so it learns the
+    /// client's address: first on a TCP connection, in front of every
+    /// datagram of a UDP session.
     pub proxy_protocol: bool,
 }
 

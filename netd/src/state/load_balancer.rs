@@ -11,7 +11,7 @@ use crate::api::protocol::{LbRuleSpec, MemberSpec, ProbeSpec};
 use crate::error::{parse_field, Kind, NetError};
 use crate::model::{
     Algorithm, Allocation, BackendPool, Frontend, LbProtocol, LbRule, LoadBalancer, Name,
-    PoolMember, Probe, ProbeCheck, Weight,
+    PoolMember, Probe, ProbeCheck, Subnet, Weight,
 };
 
 /// Defaults of a probe, Azure's where Azure has one.
@@ -77,6 +77,35 @@ impl State {
                 Frontend::Public { .. } => false,
             })
             .map(|l| l.name.clone())
+            .collect()
+    }
+
+    /// The internal frontends of subnet `changed` (of `vnet`) whose address
+    /// the subnet's new prefix would not hold as an assignable address:
+    /// one line each, naming the load balancer, the address and why.
+    /// Another object cannot hold the address already: the new prefix
+    /// overlaps no other subnet, and a subnet with NICs keeps its prefix.
+    pub(super) fn frontends_stranded_by(&self, vnet: &Name, changed: &Subnet) -> Vec<String> {
+        self.load_balancers
+            .iter()
+            .filter_map(|l| match &l.frontend {
+                Frontend::Internal {
+                    vnet: v,
+                    subnet: s,
+                    ip,
+                } if v == vnet && s == &changed.name && !changed.is_assignable(*ip) => {
+                    let why = if changed.cidr.contains(*ip) {
+                        "a reserved address (network, gateway, DNS or broadcast) of"
+                    } else {
+                        "outside"
+                    };
+                    Some(format!(
+                        "lb '{}' frontend {ip} would be {why} {}",
+                        l.name, changed.cidr
+                    ))
+                }
+                _ => None,
+            })
             .collect()
     }
 
@@ -250,7 +279,7 @@ impl State {
                 json!({
                     "name": p.name, "protocol": protocol, "port": p.port, "path": path,
                     "expected_status": status, "interval_seconds": p.interval_seconds,
-                    "unhealthy_threshold": p.unhealthy_threshold,
+                    "unhealthy_threshold": p.unhealthy_threshold, "passive": p.passive,
                 })
             })
             .collect();
@@ -469,6 +498,7 @@ impl State {
             port: port(Kind::LbProbe, &owner, "port", spec.port)?,
             interval_seconds: interval,
             unhealthy_threshold: threshold,
+            passive: spec.passive.unwrap_or(true),
         };
         self.lb_mut(lb)?.probes.push(probe);
         self.lb_show(lb)
@@ -579,15 +609,6 @@ impl State {
             Some(a) => parse_field(Kind::LbRule, &owner, "algorithm", a)?,
             None => Algorithm::default(),
         };
-        if spec.proxy_protocol && protocol == LbProtocol::Udp {
-            return Err(NetError::invalid(
-                Kind::LbRule,
-                &owner,
-                "proxy_protocol",
-                "true",
-                "the PROXY protocol is for TCP rules",
-            ));
-        }
         let rule = LbRule {
             name,
             protocol,
@@ -1041,17 +1062,23 @@ mod tests {
         )
         .to_string()
         .contains("algorithm"));
-        let mut r = rule("r", 53);
+    }
+
+    #[test]
+    fn udp_rules_may_carry_the_proxy_header() {
+        let mut st = lb_world();
+        let mut r = rule("dns", 53);
         r.protocol = "Udp".into();
+        r.probe = None;
         r.proxy_protocol = true;
-        assert!(refused(
-            &st,
+        let v = apply(
+            &mut st,
             Request::LbRuleCreate {
                 lb: "ilb".into(),
-                rule: r
-            }
-        )
-        .to_string()
-        .contains("PROXY"));
+                rule: r,
+            },
+        );
+        assert_eq!(v["rules"][0]["protocol"], "Udp");
+        assert_eq!(v["rules"][0]["proxy_protocol"], true);
     }
 }

@@ -235,6 +235,23 @@ impl State {
                     ));
                 }
                 new.cidr = cidr;
+                // Internal load balancer frontends live on the host only
+                // (a /32 on the bridge), so unlike a NIC's they do not pin
+                // the prefix; each must stay an address a NIC could be
+                // given in the new one.
+                let stranded = self.frontends_stranded_by(&vname, &new);
+                if !stranded.is_empty() {
+                    return Err(NetError::invalid(
+                        Kind::Subnet,
+                        format!("{vnet}/{name}"),
+                        "cidr",
+                        text,
+                        format!(
+                            "internal load balancer frontends would lose their address: {}",
+                            stranded.join("; ")
+                        ),
+                    ));
+                }
                 new.ipam = Ipam {
                     next_index: Subnet::RESERVED_LOW,
                     static_above: vec![],
@@ -427,6 +444,74 @@ mod tests {
                 clear_nsg: false,
             },
         );
+    }
+
+    fn set_cidr(cidr: &str) -> Request {
+        Request::SubnetUpdate {
+            vnet: "v".into(),
+            name: "s".into(),
+            cidr: Some(cidr.into()),
+            nsg: None,
+            clear_nsg: false,
+        }
+    }
+
+    fn internal_lb(name: &str, ip: &str) -> Request {
+        Request::LbCreate {
+            name: name.into(),
+            public_ip: None,
+            vnet: Some("v".into()),
+            subnet: Some("s".into()),
+            private_ip: Some(ip.into()),
+        }
+    }
+
+    #[test]
+    fn cidr_change_keeps_internal_frontends_assignable() {
+        let mut st = world();
+        apply(&mut st, internal_lb("ilb", "10.0.1.200"));
+        apply(&mut st, internal_lb("edge", "10.0.1.127"));
+        // Outside the new prefix, reserved in it (the broadcast of a /25,
+        // the network address of a /29): refused, naming each load
+        // balancer, its address and the new prefix; nothing applied.
+        for (cidr, want) in [
+            (
+                "10.0.1.0/25",
+                vec![
+                    "lb 'ilb' frontend 10.0.1.200 would be outside 10.0.1.0/25",
+                    "lb 'edge' frontend 10.0.1.127 would be a reserved address (network, gateway, DNS or broadcast) of 10.0.1.0/25",
+                ],
+            ),
+            (
+                "10.0.1.200/29",
+                vec![
+                    "lb 'ilb' frontend 10.0.1.200 would be a reserved address",
+                    "lb 'edge' frontend 10.0.1.127 would be outside 10.0.1.200/29",
+                ],
+            ),
+        ] {
+            let mut copy = st.clone();
+            let err = copy.apply(&set_cidr(cidr)).unwrap_err();
+            let text = err.to_string();
+            assert!(
+                matches!(err, NetError::Invalid { .. })
+                    && text.contains(&format!("subnet 'v/s': cidr '{cidr}'")),
+                "{text}"
+            );
+            for w in want {
+                assert!(text.contains(w), "{cidr}: {text}");
+            }
+            assert_eq!(copy, st, "a refused change leaves the state as it was");
+        }
+        // A prefix in which both stay assignable is fine, and the
+        // addresses stay taken.
+        let v = apply(&mut st, set_cidr("10.0.0.0/23"));
+        assert_eq!(v["cidr"], "10.0.0.0/23");
+        let e = st.apply(&nic("n", Some("10.0.1.200"))).unwrap_err();
+        assert!(e.to_string().contains("lb 'ilb'"), "{e}");
+        let v = apply(&mut st, nic("n", None));
+        assert_ne!(v["ip"], "10.0.1.127");
+        assert_ne!(v["ip"], "10.0.1.200");
     }
 
     #[test]

@@ -203,6 +203,7 @@ fn check_probe(
         expected_status: status,
         interval_seconds: Some(interval),
         unhealthy_threshold: Some(threshold),
+        passive: Some(p.passive.as_ref().map(|v| **v).unwrap_or(true)),
     })
 }
 
@@ -316,16 +317,6 @@ fn check_rule(
     };
     ok &= algorithm.is_some();
     let proxy = r.proxy_protocol.as_ref().map(|p| **p).unwrap_or(false);
-    if proxy && protocol == LbProtocol::Udp {
-        if let Some(p) = &r.proxy_protocol {
-            ctx.err(
-                p.span(),
-                format!("{path}.proxy_protocol"),
-                "the PROXY protocol is for TCP rules",
-            );
-        }
-        ok = false;
-    }
     ok.then(|| LbRuleSpec {
         name: key.to_string(),
         protocol: protocol.to_string(),

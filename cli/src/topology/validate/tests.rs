@@ -195,6 +195,35 @@ fn load_balancer_is_valid() {
     assert_eq!(probes[0].path.as_deref(), Some("/"));
     assert_eq!(rules[0].idle_timeout_seconds, Some(240));
     assert_eq!(rules[0].algorithm.as_deref(), Some("FiveTuple"));
+    assert_eq!(probes[0].passive, Some(true), "passive checking by default");
+}
+
+#[test]
+fn passive_checking_can_be_off_and_udp_rules_carry_proxy_headers() {
+    let text = format!("{BASE}{LB}")
+        .replace(
+            "http: {protocol: Http, port: 80}",
+            "http: {protocol: Http, port: 80, passive: false}",
+        )
+        .replace(
+            "http: {frontend_port: 80, pool: web, probe: http}",
+            "http: {frontend_port: 80, pool: web, probe: http}\n      dns: {protocol: Udp, frontend_port: 53, pool: web, proxy_protocol: true}",
+        );
+    let (doc, e) = parse(&text);
+    assert!(e.is_empty(), "{e:?}");
+    let d = validate(&doc).expect("valid");
+    let Some(Spec::Lb { probes, rules, .. }) = d
+        .resources
+        .iter()
+        .find(|r| r.id.kind == Kind::Lb)
+        .map(|r| &r.spec)
+    else {
+        panic!("no lb")
+    };
+    assert_eq!(probes[0].passive, Some(false));
+    let dns = rules.iter().find(|r| r.name == "dns").expect("dns rule");
+    assert!(dns.proxy_protocol);
+    assert_eq!(dns.protocol, "Udp");
 }
 
 #[test]
