@@ -12,7 +12,8 @@ mod virtio;
 
 use std::process::Command;
 
-use virtio::{expected_answer, Guest, TempDir};
+use nimbus_agent::stream_check::expected_answer;
+use virtio::{Guest, TempDir};
 
 const FILE_BYTES: usize = 1 << 20;
 

@@ -16,7 +16,8 @@ use std::os::fd::AsRawFd;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use virtio::{expected_answer, pattern, Fnv, Guest, TempDir};
+use nimbus_agent::stream_check::{expected_answer, pattern, Fnv};
+use virtio::{Guest, TempDir};
 
 const BULK: usize = 8 << 20;
 const SMALL: usize = 1 << 20;

@@ -27,8 +27,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use nimbus_agent::stream_check::expected_answer;
 use serde_json::Value;
-use virtio::{expected_answer, TempDir};
+use virtio::TempDir;
 
 const FILE: &str = "/mnt/data0/persist.bin";
 const FILE_BYTES: usize = 64 * 1024;

@@ -21,48 +21,7 @@ use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 
 use crate::console::Console;
-
-/// FNV-1a, 64 bits.
-#[derive(Clone, Copy)]
-pub struct Fnv(u64);
-
-impl Fnv {
-    pub fn new() -> Self {
-        Fnv(0xcbf2_9ce4_8422_2325)
-    }
-    pub fn update(&mut self, data: &[u8]) {
-        for &b in data {
-            self.0 ^= u64::from(b);
-            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-    pub fn hex(&self) -> String {
-        format!("{:016x}", self.0)
-    }
-}
-
-/// The data stream: xorshift64 from a fixed seed, 8 bytes per step.
-pub struct Pattern {
-    state: u64,
-}
-
-impl Pattern {
-    pub fn new() -> Self {
-        Pattern {
-            state: 0x9e37_79b9_7f4a_7c15,
-        }
-    }
-    pub fn fill(&mut self, buf: &mut [u8]) {
-        for chunk in buf.chunks_mut(8) {
-            let mut x = self.state;
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            self.state = x;
-            chunk.copy_from_slice(&x.to_le_bytes()[..chunk.len()]);
-        }
-    }
-}
+use nimbus_agent::stream_check::{Fnv, Pattern};
 
 const CHUNK: usize = 64 * 1024;
 
@@ -221,24 +180,5 @@ pub fn serve(port: u16) {
         if let Err(e) = handle(stream, &mut console) {
             console.error("serve", e);
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn fnv_and_pattern_are_fixed() {
-        let mut h = Fnv::new();
-        h.update(b"a");
-        assert_eq!(h.hex(), "af63dc4c8601ec8c");
-        let (mut a, mut b) = (Pattern::new(), Pattern::new());
-        let mut x = [0u8; 13];
-        let mut y = [0u8; 13];
-        a.fill(&mut x);
-        b.fill(&mut y);
-        assert_eq!(x, y);
-        assert_ne!(x, [0u8; 13]);
     }
 }

@@ -92,7 +92,7 @@ pub fn read(path: &str) -> io::Result<String> {
 pub fn write(path: &str, bytes: u64) -> io::Result<String> {
     let file = open(path, true)?;
     let mut buf = Aligned::new(BLOCK);
-    crate::commands::Pattern::new().fill(buf.as_mut());
+    nimbus_agent::stream_check::Pattern::new().fill(buf.as_mut());
     let total = bytes.div_ceil(PAGE as u64) * PAGE as u64;
     let start = Instant::now();
     let mut at = 0u64;

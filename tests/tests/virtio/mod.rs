@@ -117,43 +117,6 @@ impl Drop for Guest {
     }
 }
 
-/// FNV-1a 64 over `data`, as the agent prints it.
-pub struct Fnv(u64);
-impl Fnv {
-    pub fn new() -> Self {
-        Fnv(0xcbf2_9ce4_8422_2325)
-    }
-    pub fn update(&mut self, data: &[u8]) {
-        for &b in data {
-            self.0 ^= u64::from(b);
-            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-    pub fn hex(&self) -> String {
-        format!("{:016x}", self.0)
-    }
-}
-
-/// The agent's data stream (xorshift64, fixed seed).
-pub fn pattern(n: usize) -> Vec<u8> {
-    let mut out = vec![0u8; n];
-    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
-    for chunk in out.chunks_mut(8) {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        chunk.copy_from_slice(&state.to_le_bytes()[..chunk.len()]);
-    }
-    out
-}
-
-/// `OK bytes=N fnv=H` for `n` bytes of the pattern.
-pub fn expected_answer(n: usize) -> String {
-    let mut h = Fnv::new();
-    h.update(&pattern(n));
-    format!("OK bytes={n} fnv={}", h.hex())
-}
-
 /// A scratch directory removed at the end of the test.
 pub struct TempDir(pub PathBuf);
 impl TempDir {
