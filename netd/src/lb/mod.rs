@@ -432,17 +432,17 @@ impl Balancer {
                 // HAProxy's shared listener, instead of a hash sending it
                 // to a busy one. Duplicated before any starts, so that a
                 // failure leaves nothing behind.
-                let handles = self.workers.handles();
+                let lanes = self.workers.lanes();
                 let listener = tcp_listener(frontend).map_err(|e| bind_error(frontend, e))?;
-                let mut listeners = Vec::with_capacity(handles.len());
-                for _ in &handles {
+                let mut listeners = Vec::with_capacity(lanes.len());
+                for _ in &lanes {
                     listeners.push(listener.try_clone().map_err(|e| bind_error(frontend, e))?);
                 }
                 drop(listener);
-                handles
-                    .iter()
+                lanes
+                    .into_iter()
                     .zip(listeners)
-                    .map(|(h, l)| h.spawn(tcp::serve(rt.clone(), l)))
+                    .map(|((h, lane), l)| h.spawn(tcp::serve(rt.clone(), l, lane)))
                     .collect()
             }
             LbProtocol::Udp => {

@@ -15,14 +15,16 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::unix::AsyncFd;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, Interest, ReadBuf};
+use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tracing::{debug, warn};
 
 use super::metrics::{Counters, OpenFlow};
 use super::proxy_header::{self, Transport};
 use super::select::{Flow, Pool};
+use super::workers::Lane;
 use super::RuleRuntime;
 
 /// Longest wait for a backend's SYN-ACK before trying another backend.
@@ -71,12 +73,43 @@ struct Local {
     /// connections off the rule's, whose lock both threads would otherwise
     /// take on every wake-up.
     stop: watch::Receiver<bool>,
+    /// This thread's connection count among the others'.
+    lane: Lane,
 }
+
+/// A connection counted on its thread's lane until it ends, however it
+/// ends (the task finishing, aborted or unwinding).
+struct OnLane<'a>(&'a Lane);
+
+impl Drop for OnLane<'_> {
+    fn drop(&mut self) {
+        self.0.closed();
+    }
+}
+
+/// How long a thread that holds clearly more connections than another
+/// ([`Lane::is_heavy`]) leaves a new connection to the others before it
+/// accepts it itself (one timer tick).
+const HANDOFF_GRACE: Duration = Duration::from_millis(1);
 
 /// Accepts connections until the task is aborted. Runs on one data-path
 /// thread; the connections it accepts stay there.
-pub async fn serve(rule: Arc<RuleRuntime>, listener: std::net::TcpListener) {
-    let listener = match TcpListener::from_std(listener) {
+///
+/// Every thread's listener becomes readable for each new connection, and
+/// whichever thread calls accept(2) first gets it. A heavy thread waits
+/// [`HANDOFF_GRACE`] first, so a lighter one takes it; if none did, the
+/// heavy thread accepts it after all (a connection never waits on a
+/// balance).
+pub async fn serve(rule: Arc<RuleRuntime>, listener: std::net::TcpListener, lane: Lane) {
+    // The listener is non-blocking (see `tcp_listener`); readiness is
+    // watched here rather than by tokio's TcpListener, whose accept()
+    // cannot be held back once the socket is readable.
+    // SAFETY: the std listener owns its open socket descriptor and the
+    // AsyncFd owns the listener from here on; nothing closes or replaces
+    // that descriptor before the AsyncFd is dropped, and `as_raw_fd` of a
+    // TcpListener always returns the one it owns.
+    let registered = unsafe { AsyncFd::register_with_interest(listener, Interest::READABLE) };
+    let listener = match registered {
         Ok(l) => l,
         Err(e) => {
             warn!(error = %e, frontend = %rule.frontend, "registering the listener failed");
@@ -90,9 +123,35 @@ pub async fn serve(rule: Arc<RuleRuntime>, listener: std::net::TcpListener) {
         pool: rule.pool(),
         rule,
         stop,
+        lane,
     });
+    let mut waited = false;
     loop {
-        match listener.accept().await {
+        let mut ready = match listener.readable().await {
+            Ok(r) => r,
+            Err(e) => {
+                warn!(error = %e, frontend = %local.rule.frontend, "listener failed");
+                return;
+            }
+        };
+        if !waited && local.lane.is_heavy() {
+            // Dropping the guard keeps the readiness: the next round
+            // accepts at once, or finds the connection taken (EAGAIN).
+            drop(ready);
+            waited = true;
+            tokio::time::sleep(HANDOFF_GRACE).await;
+            continue;
+        }
+        waited = false;
+        // Err(_): WouldBlock, another thread took it; readiness cleared.
+        let Ok(accepted) = ready.try_io(|l| l.get_ref().accept()) else {
+            continue;
+        };
+        let registered = accepted.and_then(|(client, peer)| {
+            client.set_nonblocking(true)?;
+            Ok((TcpStream::from_std(client)?, peer))
+        });
+        match registered {
             Ok((client, peer)) => {
                 let now = local.rule.pool_generation.load(Ordering::Acquire);
                 if now != generation {
@@ -103,10 +162,15 @@ pub async fn serve(rule: Arc<RuleRuntime>, listener: std::net::TcpListener) {
                         rule: local.rule.clone(),
                         pool: local.rule.pool(),
                         stop: local.stop.clone(),
+                        lane: local.lane.clone(),
                     });
                 }
                 let local = local.clone();
-                tokio::spawn(async move { handle(&local, client, peer).await });
+                local.lane.opened();
+                tokio::spawn(async move {
+                    let _counted = OnLane(&local.lane);
+                    handle(&local, client, peer).await;
+                });
             }
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning.
@@ -118,7 +182,9 @@ pub async fn serve(rule: Arc<RuleRuntime>, listener: std::net::TcpListener) {
 }
 
 async fn handle(local: &Local, client: TcpStream, peer: SocketAddr) {
-    let Local { rule, pool, stop } = local;
+    let Local {
+        rule, pool, stop, ..
+    } = local;
     let _ = client.set_nodelay(true);
     rule.counters.open();
     let _front = OpenFlow(&rule.counters);
@@ -326,7 +392,7 @@ mod tests {
 
     /// Both ends of one loopback connection.
     async fn pair() -> (TcpStream, TcpStream) {
-        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let a = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
         let (b, _) = l.accept().await.unwrap();
         (a, b)
