@@ -104,3 +104,43 @@ fn vnets_are_isolated_from_each_other() {
     assert!(!ping(&r1, b1_ip), "red cannot ping blue");
     assert!(!tcp_ok(&r1, b1_ip, 80), "red cannot reach blue");
 }
+
+/// The MAC address of the VNet's bridge, as the host namespace shows it.
+fn bridge_mac(w: &World) -> String {
+    let out = std::process::Command::new("ip")
+        .args(["-n", &w.host, "-o", "link", "show", "type", "bridge"])
+        .output()
+        .expect("ip link");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let line = text
+        .lines()
+        .find(|l| l.contains(netd::BRIDGE_PREFIX))
+        .unwrap_or_else(|| panic!("no bridge in {text}"));
+    line.split_whitespace()
+        .skip_while(|w| *w != "link/ether")
+        .nth(1)
+        .expect("bridge MAC")
+        .to_string()
+}
+
+#[test]
+fn the_gateway_keeps_its_mac_while_nics_come_and_go() {
+    let mut w = World::new();
+    vnet(&w, "v", "10.0.0.0/16", "10.0.1.0/24");
+    let (a, _) = w.vm("a", "v", "s", json!({}));
+    let gw: std::net::Ipv4Addr = "10.0.1.1".parse().unwrap();
+    assert!(ping(&a, gw), "baseline");
+    let mac = bridge_mac(&w);
+    assert!(mac.starts_with("02:4e:43:"), "{mac}");
+    // Without a fixed address the bridge would take the lowest port
+    // address, so some of these would change it (and the deletes would
+    // leave a's ARP entry for its gateway pointing nowhere).
+    for n in ["b", "c", "d", "e"] {
+        w.vm(n, "v", "s", json!({}));
+    }
+    for n in ["b", "c", "d", "e"] {
+        w.json(json!({"op": "nic_delete", "name": n}));
+    }
+    assert_eq!(bridge_mac(&w), mac);
+    assert!(ping(&a, gw), "a still reaches its gateway");
+}

@@ -64,11 +64,12 @@ impl Links {
             .ok_or_else(|| NetError::host(format!("finding link {name}"), "it does not exist"))
     }
 
-    /// Creates bridge `name` (up) and returns it.
-    pub async fn add_bridge(&self, name: &str) -> Result<Link, NetError> {
+    /// Creates bridge `name` (up) with its own address `mac`, which its
+    /// ports coming and going then never change, and returns it.
+    pub async fn add_bridge(&self, name: &str, mac: [u8; 6]) -> Result<Link, NetError> {
         self.handle
             .link()
-            .add(LinkBridge::new(name).up().build())
+            .add(LinkBridge::new(name).address(mac.to_vec()).up().build())
             .execute()
             .await
             .map_err(nl(format!("creating bridge {name}")))?;

@@ -10,7 +10,7 @@ use tracing::{info, warn};
 use super::links::{Link, Links};
 use super::{netns, tap};
 use crate::error::NetError;
-use crate::model::{Frontend, Nic, NicBackend};
+use crate::model::{Frontend, MacAddr, Nic, NicBackend};
 use crate::state::State;
 use crate::{BRIDGE_PREFIX, PORT_PREFIX};
 
@@ -64,7 +64,9 @@ pub async fn converge(links: &Links, state: &State) -> Result<Report, NetError> 
             Some(b) => b,
             None => {
                 report.created.push(name.clone());
-                links.add_bridge(&name).await?
+                links
+                    .add_bridge(&name, MacAddr::bridge(vnet.id.0).octets())
+                    .await?
             }
         };
         links.up(&bridge).await?;

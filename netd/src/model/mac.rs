@@ -18,6 +18,17 @@ impl MacAddr {
         MacAddr([0x02, 0x4e, 0x42, s[5], s[6], s[7]])
     }
 
+    /// The fixed address of a VNet's bridge, derived from the VNet's id
+    /// (`02:4e:43:xx:xx:xx`, apart from the NICs' `02:4e:42`). A bridge
+    /// without an address of its own takes the lowest of its ports' and
+    /// changes it as ports come and go; the guests' ARP entries for their
+    /// gateway then point at an address that is gone, and their traffic to
+    /// the host (load balancer, probes, NAT) is lost until they ask again.
+    pub fn bridge(serial: u64) -> Self {
+        let s = serial.to_be_bytes();
+        MacAddr([0x02, 0x4e, 0x43, s[5], s[6], s[7]])
+    }
+
     /// The six octets.
     pub fn octets(&self) -> [u8; 6] {
         self.0
