@@ -163,12 +163,15 @@ fn scale_autoscale_and_rolling_update_under_load_fail_no_request() {
     ));
     let stop = Arc::new(AtomicBool::new(false));
     let gap_ms = Arc::new(AtomicU64::new(0));
+    let t0 = Instant::now();
     let load = {
         let (phase, tallies, stop, gap_ms) =
             (phase.clone(), tallies.clone(), stop.clone(), gap_ms.clone());
         spawn_in_ns(&host, move || {
             while !stop.load(Ordering::Relaxed) {
-                let r = http_get(fe, "/", Duration::from_secs(15));
+                let sent = t0.elapsed().as_secs_f64();
+                let r = http_get(fe, "/", Duration::from_secs(15))
+                    .map_err(|e| format!("sent at {sent:.1} s into the load: {e}"));
                 let p = *phase.lock().expect("phase");
                 {
                     let mut t = tallies.lock().expect("tallies");
@@ -194,10 +197,14 @@ fn scale_autoscale_and_rolling_update_under_load_fail_no_request() {
     };
     let timed = |what: &str, args: &[&str]| {
         let t = Instant::now();
+        let at = t0.elapsed().as_secs_f64();
         let out = host.nimbus_in_ns(args);
         let secs = t.elapsed().as_secs_f64();
         assert_eq!(out.code, Some(0), "{what}: {}", out.transcript());
-        println!("{what}: {secs:.1} s\n{}", out.stdout);
+        println!(
+            "{what}: {secs:.1} s (from {at:.1} s into the load)\n{}",
+            out.stdout
+        );
         out
     };
     std::thread::sleep(Duration::from_secs(5));
@@ -300,6 +307,14 @@ fn scale_autoscale_and_rolling_update_under_load_fail_no_request() {
         total += t.total();
     }
     println!("requests in all: {total}");
+    if tallies.iter().any(|t| !t.failed.is_empty()) {
+        let log = host.netd_log();
+        let tail: Vec<&str> = log.lines().rev().take(80).collect();
+        println!("netd log, last lines:");
+        for l in tail.iter().rev() {
+            println!("  {l}");
+        }
+    }
     for (name, t) in PHASES.iter().zip(tallies.iter()) {
         assert!(
             t.failed.is_empty(),
