@@ -5,7 +5,8 @@
 //! 1. write a file + fsync; a read-only second disk refuses writes; power off.
 //! 2. the file reads back with the same checksum; write a second file +
 //!    fsync; then the VMM is killed with SIGKILL (no clean shutdown).
-//! 3. the second file is intact.
+//! 3. the second file is intact; two more disks, capped at 256 KiB/s and
+//!    at 10 IOPS, take at least as long to read as their caps allow.
 
 mod common;
 mod virtio;
@@ -95,20 +96,67 @@ fn root_disk_persists_across_boots_and_sigkill_ro_refuses_writes() {
     unsafe { libc::kill(g.child.id() as i32, libc::SIGKILL) };
     let _ = g.child.wait();
 
-    // Boot 3: what was fsynced before the SIGKILL is on the image.
+    // Boot 3: what was fsynced before the SIGKILL is on the image; and
+    // two rate-limited disks hold the guest to their caps (timed inside
+    // the guest with O_DIRECT, so no page cache hides the device).
+    let capped_bw = dir.0.join("bw.img");
+    std::fs::write(&capped_bw, vec![0u8; CAPPED_BYTES]).expect("bw image");
+    let capped_iops = dir.0.join("iops.img");
+    std::fs::write(&capped_iops, vec![0u8; 1 << 20]).expect("iops image");
+    let mut disks3 = disks.clone();
+    disks3.push(format!("{},bw={CAP_BW}", capped_bw.display()));
+    disks3.push(format!("{},iops={CAP_IOPS}", capped_iops.display()));
     let mut g = Guest::start(
         guest_cmd(
             &images,
             &base,
-            &disks,
-            "nimbus.run=read:/killed.bin nimbus.poweroff=1",
+            &disks3,
+            &format!(
+                "nimbus.run=read:/killed.bin nimbus.run=dread:/dev/vdc \
+                 nimbus.run=randread:/dev/vdd:{CAPPED_OPS} nimbus.poweroff=1"
+            ),
         ),
         &dir.0,
         "boot3",
     );
     let line = g.wait_for("NIMBUS_RESULT read /killed.bin");
     assert!(line.ends_with(&want), "{line}\n{}", g.transcript());
+
+    // The bucket starts with one second's worth, then refills at the cap.
+    // A request's cost is waited for before the next one, so the last
+    // request (at most 1 MiB: `dread` reads 1 MiB at a time) is not.
+    let line = g.wait_for("NIMBUS_RESULT dread /dev/vdc");
+    let secs = field(&line, "secs");
+    let floor = (CAPPED_BYTES as f64 - CAP_BW as f64 - f64::from(1 << 20)) / CAP_BW as f64;
+    println!("{CAPPED_BYTES} bytes at bw={CAP_BW}: {secs:.2} s (floor {floor:.1} s): {line}");
+    assert!(
+        line.contains(&format!("OK bytes={CAPPED_BYTES} ")),
+        "{line}"
+    );
+    assert!(secs >= floor * 0.9, "bandwidth cap not applied: {line}");
+    let line = g.wait_for("NIMBUS_RESULT randread /dev/vdd");
+    let secs = field(&line, "secs");
+    let floor = f64::from(CAPPED_OPS - CAP_IOPS - 1) / f64::from(CAP_IOPS);
+    println!("{CAPPED_OPS} reads at iops={CAP_IOPS}: {secs:.2} s (floor {floor:.1} s): {line}");
+    assert!(line.contains(&format!("OK ops={CAPPED_OPS} ")), "{line}");
+    assert!(secs >= floor * 0.9, "IOPS cap not applied: {line}");
     assert_eq!(g.wait_exit(), Some(0), "{}", g.transcript());
+}
+
+/// Size of the bandwidth-capped disk, and its cap in bytes/s: unlimited,
+/// this guest reads 2 MiB in about 0.6 s.
+const CAPPED_BYTES: usize = 2 << 20;
+const CAP_BW: u64 = 256 << 10;
+/// Random reads on the IOPS-capped disk, and its cap.
+const CAPPED_OPS: u32 = 60;
+const CAP_IOPS: u32 = 10;
+
+/// The number after `key=` in an agent answer (NaN when missing).
+fn field(line: &str, key: &str) -> f64 {
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(key)?.strip_prefix('='))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(f64::NAN)
 }
 
 #[test]

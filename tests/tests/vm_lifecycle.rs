@@ -140,12 +140,13 @@ impl World {
         .into_owned()
     }
 
-    /// Waits (the guest is running) for a console line containing `needle`.
+    /// Waits (the guest is running) for a whole console line containing
+    /// `needle`.
     fn wait_line(&self, needle: &str) -> String {
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
-            if let Some(l) = self.console().lines().find(|l| l.contains(needle)) {
-                return l.to_string();
+            if let Some(l) = virtio::whole_line(&self.console(), needle) {
+                return l;
             }
             assert!(
                 Instant::now() < deadline,

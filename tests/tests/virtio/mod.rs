@@ -1,6 +1,6 @@
 //! Helpers for the virtio end-to-end tests: run nimbus-vmm with the serial
-//! console in a file and wait for lines, and the agent's data pattern and
-//! checksum (the same as guest-images/agent/src/commands.rs).
+//! console in a file and wait for whole lines. The agent's data pattern
+//! and checksum come from the agent's own `stream_check`.
 
 #![allow(dead_code)]
 
@@ -69,14 +69,15 @@ impl Guest {
         )
     }
 
-    /// Waits until a console line contains `needle`; returns that line.
+    /// Waits until a whole console line contains `needle`; returns it.
     pub fn wait_for(&mut self, needle: &str) -> String {
         loop {
-            if let Some(l) = self.console_text().lines().find(|l| l.contains(needle)) {
-                return l.to_string();
+            if let Some(l) = whole_line(&self.console_text(), needle) {
+                return l;
             }
             if let Ok(Some(status)) = self.child.try_wait() {
-                // One last look: the line may have landed just before exit.
+                // One last look: the line may have landed just before exit
+                // (a last line without its newline counts then).
                 if let Some(l) = self.console_text().lines().find(|l| l.contains(needle)) {
                     return l.to_string();
                 }
@@ -115,6 +116,16 @@ impl Drop for Guest {
             let _ = self.child.wait();
         }
     }
+}
+
+/// The first whole line of a console log (ended by a newline) that
+/// contains `needle`: the serial port writes a line a few bytes at a time,
+/// and a line still being written must not be taken for the answer.
+pub fn whole_line(text: &str, needle: &str) -> Option<String> {
+    let done = &text[..text.rfind('\n').map_or(0, |i| i + 1)];
+    done.lines()
+        .find(|l| l.contains(needle))
+        .map(|l| l.trim_end_matches('\r').to_string())
 }
 
 /// A scratch directory removed at the end of the test.
