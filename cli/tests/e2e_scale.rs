@@ -28,7 +28,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::Host;
-use guests::{frontend, http_get, only_netd_left, spawn_in_ns, vm_of, vms};
+use guests::{frontend, http_get, only_netd_left, spawn_in_ns, vm_list, vm_of, vms};
 use serde_json::Value;
 
 /// The topology, with the scale set's memory and autoscale rule as
@@ -115,13 +115,7 @@ fn instances(host: &Host) -> Vec<String> {
 
 /// (name, memory MiB, pid) of every VM.
 fn instance_details(host: &Host) -> Vec<(String, u64, Option<u64>)> {
-    let r = host.nimbus_in_ns(&["vm", "list", "--output", "json"]);
-    assert_eq!(r.code, Some(0), "{}", r.transcript());
-    let v: Value = serde_json::from_str(&r.stdout).expect("vm list JSON");
-    let mut out: Vec<_> = v
-        .as_array()
-        .map(Vec::as_slice)
-        .unwrap_or_default()
+    let mut out: Vec<_> = vm_list(host)
         .iter()
         .map(|vm| {
             (

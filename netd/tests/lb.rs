@@ -378,16 +378,22 @@ fn least_connections_avoids_the_slow_backend() {
     assert!(fast > 10 * slow.max(1), "{total:?}");
 }
 
-#[test]
-fn probe_takes_a_failing_backend_out_and_brings_it_back() {
-    let mut w = World::new();
-    let (b, client, fip) = internal_world(&mut w, 3);
+/// A round-robin TCP rule on port 80 whose backends are probed with
+/// `GET /health` every second, out after 2 failures.
+fn http_probed_round_robin(w: &World) {
     w.json(
         json!({"op": "lb_probe_create", "lb": "lb", "name": "health", "protocol": "Http",
                   "port": 80, "path": "/health", "interval_seconds": 1, "unhealthy_threshold": 2}),
     );
     w.json(json!({"op": "lb_rule_create", "lb": "lb", "name": "web", "protocol": "Tcp",
                   "frontend_port": 80, "pool": "pool", "probe": "health", "algorithm": "RoundRobin"}));
+}
+
+#[test]
+fn probe_takes_a_failing_backend_out_and_brings_it_back() {
+    let mut w = World::new();
+    let (b, client, fip) = internal_world(&mut w, 3);
+    http_probed_round_robin(&w);
     wait_for("b1 up", Duration::from_secs(3), || {
         state_of(&w, "b1") == "Up"
     });
@@ -420,12 +426,7 @@ fn probe_takes_a_failing_backend_out_and_brings_it_back() {
 fn a_backend_joining_a_pool_in_service_gets_flows_only_after_its_probe_passes() {
     let mut w = World::new();
     let (_b, client, fip) = internal_world(&mut w, 2);
-    w.json(
-        json!({"op": "lb_probe_create", "lb": "lb", "name": "health", "protocol": "Http",
-                  "port": 80, "path": "/health", "interval_seconds": 1, "unhealthy_threshold": 2}),
-    );
-    w.json(json!({"op": "lb_rule_create", "lb": "lb", "name": "web", "protocol": "Tcp",
-                  "frontend_port": 80, "pool": "pool", "probe": "health", "algorithm": "RoundRobin"}));
+    http_probed_round_robin(&w);
     wait_for("b0 and b1 up", Duration::from_secs(3), || {
         state_of(&w, "b0") == "Up" && state_of(&w, "b1") == "Up"
     });

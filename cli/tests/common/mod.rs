@@ -142,23 +142,21 @@ impl Host {
 
     /// Runs `nimbus ARGS` against this host's netd and state directory.
     pub fn nimbus(&self, args: &[&str]) -> Run {
-        let out = Command::new(nimbus_bin())
-            .args(args)
-            .env("NIMBUS_NETD_SOCKET", self.socket())
-            .env("NIMBUS_STATE_DIR", self.state_dir())
-            .env("NIMBUS_LOG", "warn")
-            .stdin(Stdio::null())
-            .output()
-            .expect("run nimbus");
-        Run::from(out)
+        self.run_nimbus(Command::new(nimbus_bin()), args)
     }
 
     /// Runs `nimbus ARGS` inside the namespace: VMMs started from there
     /// open their TAPs there.
     pub fn nimbus_in_ns(&self, args: &[&str]) -> Run {
-        let out = Command::new("ip")
-            .args(["netns", "exec", &self.netns])
-            .arg(nimbus_bin())
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.netns]).arg(nimbus_bin());
+        self.run_nimbus(c, args)
+    }
+
+    /// Runs `command ARGS` (nimbus, maybe behind a wrapper) with this
+    /// host's netd socket and state directory.
+    fn run_nimbus(&self, mut command: Command, args: &[&str]) -> Run {
+        let out = command
             .args(args)
             .env("NIMBUS_NETD_SOCKET", self.socket())
             .env("NIMBUS_STATE_DIR", self.state_dir())

@@ -128,15 +128,20 @@ pub fn frontend(host: &Host, lb: &str) -> String {
         .to_string()
 }
 
-/// Name -> (state, pid, ips) of every VM.
-pub fn vms(host: &Host) -> Vec<(String, String, Option<u64>, Vec<String>)> {
+/// Every VM as `nimbus vm list --output json` shows it.
+pub fn vm_list(host: &Host) -> Vec<Value> {
     let r = host.nimbus_in_ns(&["vm", "list", "--output", "json"]);
     assert_eq!(r.code, Some(0), "{}", r.transcript());
     let v: Value = serde_json::from_str(&r.stdout).expect("vm list JSON");
-    let mut out: Vec<_> = v
-        .as_array()
-        .map(Vec::as_slice)
-        .unwrap_or_default()
+    match v {
+        Value::Array(all) => all,
+        _ => Vec::new(),
+    }
+}
+
+/// Name -> (state, pid, ips) of every VM.
+pub fn vms(host: &Host) -> Vec<(String, String, Option<u64>, Vec<String>)> {
+    let mut out: Vec<_> = vm_list(host)
         .iter()
         .map(|vm| {
             (

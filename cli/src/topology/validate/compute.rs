@@ -6,7 +6,7 @@ use marked_yaml::{Span, Spanned};
 
 use super::{Ctx, NicInfo};
 use crate::topology::desired::{Id, Kind, Resource, ScaleSetV, Spec, SCALE_SET_TAG, TOPOLOGY_TAG};
-use crate::topology::schema::{Machine, StrList};
+use crate::topology::schema::{Machine, NicSpecY, StrList};
 use crate::vm::{DiskSpec, Image, VmError, VmSpec};
 
 /// Largest scale set.
@@ -19,6 +19,18 @@ struct NicFields<'a> {
     nsg: Option<&'a Spanned<String>>,
     asgs: Option<&'a Spanned<StrList>>,
     public_ip: Option<&'a Spanned<String>>,
+}
+
+impl<'a> From<&'a NicSpecY> for NicFields<'a> {
+    fn from(n: &'a NicSpecY) -> Self {
+        NicFields {
+            subnet: &n.subnet,
+            ip: n.ip.as_ref(),
+            nsg: n.nsg.as_ref(),
+            asgs: n.asgs.as_ref(),
+            public_ip: n.public_ip.as_ref(),
+        }
+    }
 }
 
 /// Checks one NIC and records it; returns its host name and VNet.
@@ -354,13 +366,7 @@ pub(super) fn check_nics(ctx: &mut Ctx) {
         if !ctx.check_name(key, &path, true) {
             continue;
         }
-        let f = NicFields {
-            subnet: &n.subnet,
-            ip: n.ip.as_ref(),
-            nsg: n.nsg.as_ref(),
-            asgs: n.asgs.as_ref(),
-            public_ip: n.public_ip.as_ref(),
-        };
+        let f = NicFields::from(n);
         let host = ctx.host(key);
         if let Some(info) = check_nic(ctx, host, f, &path, *key.span()) {
             ctx.standalone_nics.insert(key.to_string(), info);
@@ -421,13 +427,7 @@ pub(super) fn check_vms(ctx: &mut Ctx) {
                         ok = false;
                         continue;
                     }
-                    let f = NicFields {
-                        subnet: &n.subnet,
-                        ip: n.ip.as_ref(),
-                        nsg: n.nsg.as_ref(),
-                        asgs: n.asgs.as_ref(),
-                        public_ip: n.public_ip.as_ref(),
-                    };
+                    let f = NicFields::from(n);
                     match check_nic(
                         ctx,
                         format!("{host}-{}", nkey.as_str()),
